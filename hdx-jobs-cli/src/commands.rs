@@ -1,0 +1,359 @@
+//! The subcommands: each turns its flags into library calls.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use hdx_jobs::config::Config;
+use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
+use hdx_jobs::rq::worker::{stop_on_signals, Worker, WorkerOptions};
+use hdx_jobs::rq::{commands as rq_commands, info, jobs};
+use hdx_jobs::task::TaskRegistry;
+use hdx_jobs::RedisClient;
+use serde_json::{Map, Value};
+
+use crate::output;
+use crate::Command;
+
+/// `hdx-jobs work`.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Queues in priority order (default: QUEUES).
+    pub queues: Vec<String>,
+    /// Worker name (default: unique per process, `<host>.<pid>.<random>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds the worker's registration lives between heartbeats.
+    #[arg(long, env = "HDX_REDIS_WORKER_TTL", default_value_t = 600)]
+    pub worker_ttl: u64,
+    /// Jobs run at once.
+    #[arg(long, short = 'c', env = "HDX_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Exit once the queues are empty.
+    #[arg(long, short = 'b')]
+    pub burst: bool,
+    /// Also promote due delayed jobs and retries of these queues.
+    #[arg(long)]
+    pub with_scheduler: bool,
+    /// Seconds between lease renewals of running jobs (RQ: 30).
+    #[arg(long, default_value_t = 30.0)]
+    pub job_monitoring_interval: f64,
+    /// Seconds a lease outlives the monitoring interval (RQ: 60).
+    #[arg(long, default_value_t = 60.0)]
+    pub lease_grace: f64,
+    /// Seconds between maintenance rounds that recover jobs of dead workers.
+    #[arg(long, default_value_t = 60.0)]
+    pub maintenance_interval: f64,
+}
+
+/// `hdx-jobs enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The queue.
+    #[arg(long, short = 'q')]
+    pub queue: String,
+    /// The task's wire name (RQ's func_name).
+    #[arg(long)]
+    pub func: String,
+    /// Positional arguments, a JSON array.
+    #[arg(long, default_value = "[]")]
+    pub args: String,
+    /// Keyword arguments, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub kwargs: String,
+    /// Timeout in seconds (-1: none; default RQ_WORKER_TIMEOUT, else 180).
+    #[arg(long, allow_negative_numbers = true)]
+    pub timeout: Option<i64>,
+    /// Retries after a failure.
+    #[arg(long)]
+    pub retry: Option<u32>,
+    /// Seconds between retries, comma separated (the last repeats).
+    #[arg(long, value_delimiter = ',', requires = "retry")]
+    pub retry_interval: Vec<u64>,
+    /// Run in this many seconds (needs a worker started with --with-scheduler).
+    #[arg(long = "in", conflicts_with = "at")]
+    pub in_secs: Option<f64>,
+    /// Run at this time (RFC 3339, e.g. 2026-11-28T15:00:00Z, or Unix seconds).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Enqueue this many copies (in one transaction).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// A custom job id (only with --count 1).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seconds to keep a successful result (-1 forever).
+    #[arg(long, allow_negative_numbers = true)]
+    pub result_ttl: Option<i64>,
+    /// Seconds to keep a failed job (-1 forever).
+    #[arg(long, allow_negative_numbers = true)]
+    pub failure_ttl: Option<i64>,
+    /// Description shown by the tools.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Put the job at the front of the queue.
+    #[arg(long)]
+    pub at_front: bool,
+}
+
+/// `hdx-jobs info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hdx-jobs job ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Status, arguments, result or error of a job.
+    Show {
+        /// The job id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job (a running one keeps running: use stop).
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Delete a job and its results.
+    Delete {
+        /// The job id.
+        id: String,
+    },
+    /// Stop a running job (it ends as `stopped`).
+    Stop {
+        /// The job id.
+        id: String,
+    },
+}
+
+/// `hdx-jobs requeue`.
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    /// Job ids to requeue.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<String>,
+    /// Requeue every failed job (of --queue, or of every queue).
+    #[arg(long)]
+    pub all: bool,
+    /// Limit --all to one queue.
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
+}
+
+pub(crate) async fn run(
+    command: Command,
+    redis: RedisClient,
+    config: &Config,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Work(args) => work(args, redis, config).await,
+        Command::Enqueue(args) => enqueue(args, redis, config).await,
+        Command::Info(args) => {
+            let queues = info::queues(&redis).await?;
+            let workers = info::workers(&redis).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"queues": queues, "workers": workers})
+                );
+            } else {
+                print!("{}", output::info_text(&queues, &workers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Job(command) => job(command, redis).await,
+        Command::Requeue(args) => requeue(args, redis).await,
+        Command::Empty { queue } => {
+            let removed = Queue::new(redis, queue.clone())?.empty().await?;
+            println!("{removed} jobs removed from {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suspend { duration } => {
+            rq_commands::suspend(&redis, duration).await?;
+            println!("workers suspended");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume => {
+            rq_commands::resume(&redis).await?;
+            println!("workers resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn work(args: WorkArgs, redis: RedisClient, config: &Config) -> anyhow::Result<ExitCode> {
+    let queues = if args.queues.is_empty() {
+        config.queues.clone()
+    } else {
+        args.queues
+    };
+    let seconds = |value: f64, flag: &str| {
+        Duration::try_from_secs_f64(value)
+            .map_err(|_| anyhow!("--{flag} must be a positive number of seconds"))
+    };
+    let options = WorkerOptions {
+        name: args.name,
+        queues,
+        concurrency: args.concurrency,
+        worker_ttl: args.worker_ttl,
+        burst: args.burst,
+        with_scheduler: args.with_scheduler,
+        job_monitoring_interval: seconds(args.job_monitoring_interval, "job-monitoring-interval")?,
+        lease_grace: seconds(args.lease_grace, "lease-grace")?,
+        maintenance_interval: seconds(args.maintenance_interval, "maintenance-interval")?,
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(redis, TaskRegistry::with_builtins(), options)?;
+    tokio::spawn(stop_on_signals(worker.stop_handle()));
+    worker.run().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn enqueue(
+    args: EnqueueArgs,
+    redis: RedisClient,
+    config: &Config,
+) -> anyhow::Result<ExitCode> {
+    let positional: Vec<Value> =
+        serde_json::from_str(&args.args).context("--args must be a JSON array")?;
+    let keywords: Map<String, Value> =
+        serde_json::from_str(&args.kwargs).context("--kwargs must be a JSON object")?;
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if args.id.is_some() && args.count > 1 {
+        bail!("--id needs --count 1");
+    }
+    let mut spec = JobSpec::new(&args.func).args(positional).kwargs(keywords);
+    spec.id = args.id;
+    spec.timeout = Some(args.timeout.unwrap_or(config.job_timeout));
+    spec.result_ttl = args.result_ttl;
+    spec.failure_ttl = args.failure_ttl;
+    spec.description = args.description;
+    spec.at_front = args.at_front;
+    if let Some(max) = args.retry {
+        spec.retry = Some(Retry::new(max).intervals(args.retry_interval));
+    }
+    let queue = Queue::new(redis, args.queue)?;
+    let when = match (args.in_secs, args.at) {
+        (Some(secs), _) => {
+            let delay = Duration::try_from_secs_f64(secs)
+                .map_err(|_| anyhow!("--in must be a positive number of seconds"))?;
+            Some(Utc::now() + chrono::Duration::from_std(delay)?)
+        }
+        (None, Some(at)) => Some(parse_time(&at)?),
+        (None, None) => None,
+    };
+    let ids = match when {
+        Some(at) => {
+            let mut ids = Vec::with_capacity(args.count);
+            for _ in 0..args.count {
+                ids.push(queue.enqueue_at(spec.clone(), at).await?);
+            }
+            ids
+        }
+        None => queue.enqueue_many(vec![spec; args.count]).await?,
+    };
+    for id in ids {
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 or Unix seconds.
+fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| anyhow!("--at {text} is out of range"));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .with_context(|| {
+            format!("--at {text:?} is neither RFC 3339 (2026-11-28T15:00:00Z) nor Unix seconds")
+        })
+}
+
+async fn job(command: JobCommand, redis: RedisClient) -> anyhow::Result<ExitCode> {
+    match command {
+        JobCommand::Show { id, json } => {
+            let Some(view) = jobs::view(&redis, &id).await? else {
+                bail!("no such job: {id}");
+            };
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                print!("{}", output::job_text(&view));
+            }
+        }
+        JobCommand::Cancel { id } => {
+            jobs::cancel(&redis, &id).await?;
+            println!("canceled {id}");
+        }
+        JobCommand::Delete { id } => {
+            jobs::delete(&redis, &id).await?;
+            println!("deleted {id}");
+        }
+        JobCommand::Stop { id } => {
+            jobs::stop(&redis, &id).await?;
+            println!("stop requested for {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn requeue(args: RequeueArgs, redis: RedisClient) -> anyhow::Result<ExitCode> {
+    if args.all {
+        let queues = match args.queue {
+            Some(q) => vec![q],
+            None => info::queues(&redis)
+                .await?
+                .into_iter()
+                .map(|q| q.name)
+                .collect(),
+        };
+        let mut total = 0;
+        for q in queues {
+            total += Queue::new(redis.clone(), q)?.requeue_failed().await?;
+        }
+        println!("{total} jobs requeued");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failures = 0;
+    for id in &args.ids {
+        match jobs::requeue(&redis, id).await {
+            Ok(()) => println!("requeued {id}"),
+            Err(e) => {
+                eprintln!("cannot requeue {id}: {e}");
+                failures += 1;
+            }
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("0").expect("unix").timestamp(), 0);
+        assert_eq!(
+            parse_time("2026-11-28T15:00:00Z").expect("rfc").timestamp(),
+            1795878000
+        );
+        assert!(parse_time("tomorrow").is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! The `hdx-jobs` command line, in the spirit of `rq`'s: each subcommand parses its flags and
+//! calls the library. `main` only parses and calls [`run`].
+//!
+//! The Redis URL comes from `--url`, else `HDX_REDIS_URL`, else `HDX_REDIS_ADDR`,
+//! `HDX_REDIS_PORT`, `HDX_REDIS_GISDB` as deployed.
+
+mod commands;
+mod logging;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
+pub use logging::LogFormat;
+
+/// Background jobs for HDX on an RQ-compatible Redis queue.
+#[derive(Debug, Parser)]
+#[command(name = "hdx-jobs", version, about)]
+pub struct Cli {
+    /// Redis URL of the queues (default: HDX_REDIS_URL, else HDX_REDIS_ADDR/PORT/GISDB).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Log format: human text or JSON lines.
+    #[arg(long, global = true, env = "HDX_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker on some queues (default: QUEUES, else `geo_q analytics_q`).
+    Work(WorkArgs),
+    /// Enqueue jobs; prints their ids.
+    Enqueue(EnqueueArgs),
+    /// Queues with their counts, and workers with their state.
+    Info(InfoArgs),
+    /// Inspect or act on one job.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Requeue failed jobs.
+    Requeue(RequeueArgs),
+    /// Delete every waiting job of a queue.
+    Empty {
+        /// The queue.
+        queue: String,
+    },
+    /// Suspend all workers: they finish running jobs and take no new ones.
+    Suspend {
+        /// Resume by itself after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Resume suspended workers.
+    Resume,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    logging::init(cli.log_format, &cli.log_level);
+    let config = hdx_jobs::config::Config::from_env()?;
+    let url = cli.url.clone().unwrap_or_else(|| config.redis_url.clone());
+    let redis = hdx_jobs::RedisClient::open(&url)?;
+    commands::run(cli.command, redis, &config).await
+}

@@ -1,0 +1,192 @@
+//! Operations on one job by id: read it with its latest result, requeue, cancel, delete, stop.
+
+use redis::aio::ConnectionLike;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::{RqError, RqResult};
+use super::job::{Job, JobStatus};
+use super::payload;
+use super::results::{self, JobResult};
+use super::scripts;
+use super::time::{rfc3339, Now};
+use super::{commands, keys};
+use crate::connection::RedisClient;
+
+/// A job as operators see it: `hdx-jobs job show`, the monitor.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// Status string (`unknown` when the hash holds a value outside RQ's set).
+    pub status: String,
+    /// The queue.
+    pub origin: Option<String>,
+    /// The task's wire name, when the payload decodes.
+    pub func_name: Option<String>,
+    /// Positional arguments.
+    pub args: Option<Vec<Value>>,
+    /// Keyword arguments.
+    pub kwargs: Option<Map<String, Value>>,
+    /// Serializer of the payload.
+    pub serializer: Option<payload::Serializer>,
+    /// Why the payload does not decode.
+    pub payload_error: Option<String>,
+    /// Display description.
+    pub description: Option<String>,
+    /// Timestamps (RFC 3339).
+    pub created_at: Option<String>,
+    /// When it was (last) enqueued.
+    pub enqueued_at: Option<String>,
+    /// When it (last) started.
+    pub started_at: Option<String>,
+    /// When it (last) ended.
+    pub ended_at: Option<String>,
+    /// Timeout in seconds.
+    pub timeout: Option<i64>,
+    /// Retries left.
+    pub retries_left: i64,
+    /// The last worker.
+    pub worker_name: Option<String>,
+    /// `meta`.
+    pub meta: Value,
+    /// The newest result entry.
+    pub latest_result: Option<JobResult>,
+}
+
+impl JobView {
+    /// Builds the view of a job and its latest result.
+    pub fn new(job: &Job, latest_result: Option<JobResult>) -> Self {
+        let payload = job.payload();
+        let time = |field: &str| job.time(field).map(|t| rfc3339(&t));
+        JobView {
+            id: job.id.clone(),
+            status: job
+                .status()
+                .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            origin: job.origin(),
+            func_name: payload.as_ref().ok().map(|p| p.func_name.clone()),
+            args: payload.as_ref().ok().map(|p| p.args.clone()),
+            kwargs: payload.as_ref().ok().map(|p| p.kwargs.clone()),
+            serializer: payload.as_ref().ok().map(|p| p.serializer),
+            payload_error: payload.as_ref().err().map(|e| e.to_string()),
+            description: job.description(),
+            created_at: time("created_at"),
+            enqueued_at: time("enqueued_at"),
+            started_at: time("started_at"),
+            ended_at: time("ended_at"),
+            timeout: job.timeout(),
+            retries_left: job.retries_left(),
+            worker_name: job.worker_name(),
+            meta: job.meta(),
+            latest_result,
+        }
+    }
+}
+
+/// Reads a job hash.
+pub async fn fetch(redis: &RedisClient, id: &str) -> RqResult<Option<Job>> {
+    let mut conn = redis.conn().await?;
+    Job::fetch(&mut conn, id).await
+}
+
+/// Reads a job and its latest result for display. A job whose hash is gone but which still has
+/// results (e.g. a missing hash recorded as failed) is shown with status `missing`.
+pub async fn view(redis: &RedisClient, id: &str) -> RqResult<Option<JobView>> {
+    let mut conn = redis.conn().await?;
+    let latest = results::latest_result(&mut conn, id).await?;
+    match Job::fetch(&mut conn, id).await? {
+        Some(job) => Ok(Some(JobView::new(&job, latest))),
+        None if latest.is_some() => {
+            let mut view = JobView::new(&Job::from_fields(id, Default::default()), latest);
+            view.status = "missing".into();
+            Ok(Some(view))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Requeues a failed or stopped job (§5.12). Refused unless it is in its failed registry.
+pub async fn requeue(redis: &RedisClient, id: &str) -> RqResult<()> {
+    let mut conn = redis.conn().await?;
+    if requeue_with(&mut conn, id).await? {
+        Ok(())
+    } else if Job::fetch(&mut conn, id).await?.is_none() {
+        Err(RqError::NoSuchJob(id.into()))
+    } else {
+        Err(RqError::Refused(format!(
+            "job {id} is not in its failed registry"
+        )))
+    }
+}
+
+pub(crate) async fn requeue_with<C: ConnectionLike + Send>(
+    conn: &mut C,
+    id: &str,
+) -> RqResult<bool> {
+    let now = Now::now();
+    let moved: i64 = scripts::REQUEUE
+        .prepare_invoke()
+        .arg(id)
+        .arg(now.text())
+        .arg(payload::zlib_compress(b""))
+        .arg("0")
+        .invoke_async(conn)
+        .await?;
+    Ok(moved == 1)
+}
+
+/// Cancels a job (§5.13). A running job is not interrupted: see [`stop`].
+pub async fn cancel(redis: &RedisClient, id: &str) -> RqResult<()> {
+    let mut conn = redis.conn().await?;
+    let done: i64 = scripts::CANCEL
+        .prepare_invoke()
+        .arg(id)
+        .arg(Now::now().secs())
+        .invoke_async(&mut conn)
+        .await?;
+    if done == 1 {
+        Ok(())
+    } else {
+        Err(RqError::NoSuchJob(id.into()))
+    }
+}
+
+/// Deletes a job and every trace of it (§5.14).
+pub async fn delete(redis: &RedisClient, id: &str) -> RqResult<()> {
+    let mut conn = redis.conn().await?;
+    let existed: i64 = scripts::DELETE
+        .prepare_invoke()
+        .arg(id)
+        .invoke_async(&mut conn)
+        .await?;
+    if existed == 1 {
+        Ok(())
+    } else {
+        Err(RqError::NoSuchJob(id.into()))
+    }
+}
+
+/// Stops a running job: sends `stop-job` to the worker running it (§5.9), Python or ours.
+pub async fn stop(redis: &RedisClient, id: &str) -> RqResult<()> {
+    let job = fetch(redis, id)
+        .await?
+        .ok_or_else(|| RqError::NoSuchJob(id.into()))?;
+    if job.status() != Some(JobStatus::Started) {
+        return Err(RqError::Refused(format!("job {id} is not running")));
+    }
+    let worker = job
+        .worker_name()
+        .ok_or_else(|| RqError::Refused(format!("job {id} has no worker")))?;
+    commands::send(
+        redis,
+        &worker,
+        &commands::Command::StopJob { job_id: id.into() },
+    )
+    .await
+}
+
+/// The key of a job hash (re-exported for callers that watch it).
+pub fn job_key(id: &str) -> String {
+    keys::job(id)
+}

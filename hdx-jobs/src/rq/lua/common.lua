@@ -1,0 +1,137 @@
+-- Helpers shared by every hdx-jobs script (this file is prepended to each one).
+-- Keys and field meanings follow RQ 2.x: shared/spec/rq-protocol.md, sections in brackets.
+-- Scripts build key names from ids, as RQ itself does; they assume one Redis server, not a
+-- cluster (RQ has the same requirement).
+
+local function job_key(id) return 'rq:job:' .. id end
+
+-- A numeric hash field, or nil when missing or empty.
+local function hget_num(key, field)
+  local v = redis.call('HGET', key, field)
+  if v == false or v == '' then return nil end
+  return tonumber(v)
+end
+
+-- Flat HGETALL reply -> table.
+local function to_map(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+-- The enqueue writes of [5.1] for a job whose hash exists already (promotion, retry,
+-- requeue, released dependents).
+local function push_job(id, origin, ts, at_front)
+  redis.call('SADD', 'rq:queues', 'rq:queue:' .. origin)
+  redis.call('HSET', job_key(id), 'status', 'queued', 'enqueued_at', ts)
+  if at_front then
+    redis.call('LPUSH', 'rq:queue:' .. origin, id)
+  else
+    redis.call('RPUSH', 'rq:queue:' .. origin, id)
+  end
+end
+
+-- Expire (or persist, for -1) the job hash and its two helper sets [6].
+local function expire_job(id, ttl)
+  local keys = {job_key(id), job_key(id) .. ':dependents', 'rq:job::' .. id .. ':dependencies'}
+  for _, k in ipairs(keys) do
+    if ttl == -1 then redis.call('PERSIST', k) else redis.call('EXPIRE', k, ttl) end
+  end
+end
+
+-- Forget one execution: its hash, its started-registry lease, its executions entry.
+-- `x` is '' for RQ 1.13's bare started-registry members.
+local function end_execution(id, x, origin)
+  if x == '' then
+    redis.call('ZREM', 'rq:wip:' .. origin, id)
+    return
+  end
+  redis.call('DEL', 'rq:execution:' .. id .. ':' .. x)
+  redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. x)
+  redis.call('ZREM', 'rq:executions:' .. id, x)
+end
+
+-- Book a finished job on its worker: counters, and state/current_job from the worker's
+-- running count (`hdx_running`, our own field; Python ignores unknown fields).
+local function worker_job_done(w, id, next_current, counter, duration)
+  if w == '' then return end
+  local wk = 'rq:worker:' .. w
+  if redis.call('EXISTS', wk) == 0 then return end
+  redis.call('HINCRBY', wk, counter, 1)
+  redis.call('HINCRBYFLOAT', wk, 'total_working_time', duration)
+  local running = redis.call('HINCRBY', wk, 'hdx_running', -1)
+  if running <= 0 then
+    redis.call('HSET', wk, 'hdx_running', 0, 'state', 'idle', 'current_job_working_time', 0)
+    redis.call('HDEL', wk, 'current_job')
+  elseif redis.call('HGET', wk, 'current_job') == id then
+    if next_current ~= '' then
+      redis.call('HSET', wk, 'current_job', next_current)
+    else
+      redis.call('HDEL', wk, 'current_job')
+    end
+  end
+end
+
+-- Enqueue the dependents of `parent` whose dependencies are now met [5.15]. After a failure
+-- only dependents that allow failed dependencies qualify.
+local function release_dependents(parent, ts, after_failure)
+  local dk = job_key(parent) .. ':dependents'
+  local remaining = 0
+  for _, d in ipairs(redis.call('SMEMBERS', dk)) do
+    local djk = job_key(d)
+    local st = redis.call('HGET', djk, 'status')
+    local allow_failures = redis.call('HGET', djk, 'allow_dependency_failures') == '1'
+    local ready = st ~= false and st ~= 'canceled' and (allow_failures or not after_failure)
+    if ready then
+      for _, p in ipairs(redis.call('SMEMBERS', 'rq:job::' .. d .. ':dependencies')) do
+        if p ~= parent then
+          local ps = redis.call('HGET', job_key(p), 'status')
+          if not (ps == 'finished' or (allow_failures and (ps == 'failed' or ps == 'stopped'))) then
+            ready = false
+            break
+          end
+        end
+      end
+    end
+    if ready then
+      local origin = redis.call('HGET', djk, 'origin')
+      redis.call('ZREM', 'rq:deferred:' .. origin, d)
+      push_job(d, origin, ts, redis.call('HGET', djk, 'enqueue_at_front') == '1')
+      redis.call('SREM', dk, d)
+    elseif st == false then
+      redis.call('SREM', dk, d)
+    else
+      remaining = remaining + 1
+    end
+  end
+  if remaining == 0 then redis.call('DEL', dk) end
+end
+
+-- Append one entry to a job's results stream [4]; `extra` is a flat list of field, value.
+local function add_result(id, result_type, worker, extra)
+  local cmd = {'XADD', 'rq:results:' .. id, 'MAXLEN', '~', '10', '*',
+               'type', result_type, 'worker_name', worker}
+  for _, v in ipairs(extra) do table.insert(cmd, v) end
+  redis.call(unpack(cmd))
+end
+
+-- Remove every trace of a job [5.14].
+local function delete_job(id)
+  local jk = job_key(id)
+  local origin = redis.call('HGET', jk, 'origin')
+  if origin then
+    redis.call('LREM', 'rq:queue:' .. origin, 0, id)
+    redis.call('LREM', 'rq:queue:' .. origin .. ':intermediate', 0, id)
+    for _, r in ipairs({'finished', 'failed', 'deferred', 'scheduled', 'canceled'}) do
+      redis.call('ZREM', 'rq:' .. r .. ':' .. origin, id)
+    end
+    for _, x in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
+      end_execution(id, x, origin)
+    end
+    redis.call('ZREM', 'rq:wip:' .. origin, id)
+  end
+  local group = redis.call('HGET', jk, 'group_id')
+  if group and group ~= '' then redis.call('SREM', 'rq:group:' .. group, id) end
+  redis.call('DEL', jk, jk .. ':dependents', 'rq:job::' .. id .. ':dependencies',
+             'rq:executions:' .. id, 'rq:results:' .. id)
+end

@@ -1,0 +1,71 @@
+-- Take up to N jobs off the worker's queues, in priority order, and start them, atomically
+-- [5.2 + 5.3 in one step]: a job is never popped without being leased in rq:wip, so a worker
+-- that dies at any moment leaves nothing in limbo (Python RQ's BLPOP path can lose a job there).
+--
+-- ARGV: worker, now_s, now_f, ts, monitoring_interval, lease_grace, default_timeout, max_jobs,
+--       n_queues, missing_hash_exc, queue..., execution_id... (max_jobs of them)
+-- Returns: { {queue, id, execution_id, {field, value, ...}}, ... }; a job whose hash is gone
+-- comes back with execution_id '' after being recorded as failed. Returns the string
+-- 'suspended' and takes nothing while `rq:suspended` exists.
+local w = ARGV[1]
+local now_s = tonumber(ARGV[2])
+local now_f = ARGV[3]
+local ts = ARGV[4]
+local interval = tonumber(ARGV[5])
+local grace = tonumber(ARGV[6])
+local default_timeout = tonumber(ARGV[7])
+local max_jobs = tonumber(ARGV[8])
+local n_queues = tonumber(ARGV[9])
+local missing_exc = ARGV[10]
+local first_x = 11 + n_queues
+
+if redis.call('EXISTS', 'rq:suspended') == 1 then return 'suspended' end
+
+local out = {}
+local started = 0
+for qi = 1, n_queues do
+  local q = ARGV[10 + qi]
+  while started < max_jobs do
+    local id = redis.call('LPOP', 'rq:queue:' .. q)
+    if not id then break end
+    local jk = job_key(id)
+    local flat = redis.call('HGETALL', jk)
+    if #flat == 0 then
+      -- The hash expired (ttl) or was deleted while queued: nothing can run. Record it where
+      -- operators look for failures instead of dropping it silently.
+      redis.call('ZADD', 'rq:failed:' .. q, now_s + 31536000, id)
+      add_result(id, '2', w, {'exc_string', missing_exc})
+      redis.call('EXPIRE', 'rq:results:' .. id, 31536000)
+      table.insert(out, {q, id, '', {}})
+    else
+      started = started + 1
+      local job = to_map(flat)
+      local x = ARGV[first_x + started - 1]
+      local origin = job['origin']
+      if origin == nil or origin == '' then origin = q end
+      local timeout = tonumber(job['timeout'] or '') or default_timeout
+      local lease = interval
+      if timeout > 0 and timeout < interval then lease = timeout end
+      lease = lease + grace
+      local ek = 'rq:execution:' .. id .. ':' .. x
+      redis.call('HSET', ek, 'id', x, 'created_at', now_f, 'last_heartbeat', now_f, 'worker_name', w)
+      redis.call('EXPIRE', ek, lease)
+      redis.call('ZADD', 'rq:executions:' .. id, now_s + lease + 60, x)
+      redis.call('EXPIRE', 'rq:executions:' .. id, lease + 60)
+      redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id .. ':' .. x)
+      redis.call('HSET', jk, 'status', 'started', 'started_at', ts, 'last_heartbeat', ts, 'worker_name', w)
+      redis.call('HINCRBY', jk, 'hdx_attempt', 1)
+      redis.call('PERSIST', jk)
+      table.insert(out, {q, id, x, redis.call('HGETALL', jk)})
+    end
+  end
+  if started >= max_jobs then break end
+end
+
+if started > 0 then
+  local wk = 'rq:worker:' .. w
+  redis.call('HINCRBY', wk, 'hdx_running', started)
+  redis.call('HSET', wk, 'state', 'busy', 'last_heartbeat', ts)
+  redis.call('HSETNX', wk, 'current_job', out[#out][2])
+end
+return out

@@ -1,0 +1,82 @@
+-- Record a failed execution [5.6], or retry it when it may be and retries are left [5.7],
+-- atomically and only while the execution still holds its lease.
+--
+-- mode 'failed': the task failed or timed out; 'stopped': a stop-job command (no retry);
+-- 'abandoned': maintenance found the lease expired (only if its deadline has passed, so a
+-- lease refreshed meanwhile is left alone; the worker name is '').
+--
+-- ARGV: id, execution_id ('' for an RQ 1.13 member), origin, worker, now_s, ts, started_f,
+--       ended_f, exc_string_b64, mode, allow_retry (1/0), min_wait_s, duration, next_current_job
+-- Returns 'failed' | 'stopped' | 'retried' | 'scheduled' | 'lost' | 'alive' | 'gone'.
+local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now_s, ts = tonumber(ARGV[5]), ARGV[6]
+local started_f, ended_f, exc = ARGV[7], ARGV[8], ARGV[9]
+local mode, allow_retry, min_wait = ARGV[10], ARGV[11] == '1', tonumber(ARGV[12])
+
+local member = id
+if x ~= '' then member = id .. ':' .. x end
+local score = redis.call('ZSCORE', 'rq:wip:' .. origin, member)
+if not score then return 'lost' end
+if mode == 'abandoned' then
+  local deadline = tonumber(score)
+  if score == 'inf' or deadline == nil or deadline > now_s then return 'alive' end
+end
+
+local jk = job_key(id)
+end_execution(id, x, origin)
+worker_job_done(w, id, ARGV[14], 'failed_job_count', ARGV[13])
+if redis.call('EXISTS', jk) == 0 then return 'gone' end
+
+local retries = hget_num(jk, 'retries_left') or 0
+if mode ~= 'stopped' and allow_retry and retries > 0 then
+  local wait = 0
+  local ok, intervals = pcall(cjson.decode, redis.call('HGET', jk, 'retry_intervals') or '[]')
+  if ok and type(intervals) == 'table' and #intervals > 0 then
+    wait = tonumber(intervals[math.max(#intervals - retries, 0) + 1]) or 0
+  end
+  if min_wait > wait then wait = min_wait end
+  redis.call('HSET', jk, 'retries_left', retries - 1, 'ended_at', ts)
+  local result
+  if wait > 0 then
+    redis.call('SADD', 'rq:queues', 'rq:queue:' .. origin)
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', 'rq:scheduled:' .. origin, now_s + wait, id)
+    result = 'scheduled'
+  else
+    push_job(id, origin, ts, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
+    result = 'retried'
+  end
+  local ttl = hget_num(jk, 'ttl')
+  if ttl and ttl > 0 then expire_job(id, ttl) end
+  return result
+end
+
+local status = 'failed'
+if mode == 'stopped' then status = 'stopped' end
+redis.call('HSET', jk, 'status', status, 'ended_at', ts)
+local failure_ttl_field = hget_num(jk, 'failure_ttl')
+local failure_ttl = failure_ttl_field or 31536000
+expire_job(id, failure_ttl)
+if failure_ttl == -1 then
+  redis.call('ZADD', 'rq:failed:' .. origin, -1, id)
+else
+  redis.call('ZADD', 'rq:failed:' .. origin, now_s + failure_ttl, id)
+end
+local extra = {'exc_string', exc}
+if x ~= '' then
+  table.insert(extra, 'execution_id'); table.insert(extra, x)
+  if started_f ~= '' then
+    table.insert(extra, 'execution_started_at'); table.insert(extra, started_f)
+  end
+  table.insert(extra, 'execution_ended_at'); table.insert(extra, ended_f)
+end
+add_result(id, '2', w, extra)
+if failure_ttl_field then
+  if failure_ttl_field == -1 then
+    redis.call('PERSIST', 'rq:results:' .. id)
+  else
+    redis.call('EXPIRE', 'rq:results:' .. id, failure_ttl_field)
+  end
+end
+if mode ~= 'stopped' then release_dependents(id, ts, true) end
+return status

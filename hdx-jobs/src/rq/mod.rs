@@ -1,0 +1,22 @@
+//! RQ's Redis protocol (2.x layout), with nothing HDX-specific in it.
+//!
+//! Everything here reads and writes exactly the keys, fields and encodings of
+//! `shared/spec/rq-protocol.md`, so Python's `rq` (workers, `rq info`, rq-dashboard) shares a
+//! database with us. Multi-step changes are Lua scripts ([`scripts`]) so no crash can leave a
+//! job half moved.
+
+pub mod commands;
+pub mod error;
+pub mod info;
+pub mod job;
+pub mod jobs;
+pub mod keys;
+pub mod maintenance;
+pub mod payload;
+pub mod queue;
+pub mod registry;
+pub mod results;
+pub mod scheduler;
+mod scripts;
+pub mod time;
+pub mod worker;

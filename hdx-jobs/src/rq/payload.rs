@@ -1,0 +1,518 @@
+//! The job payload and RQ's two serializers (rq-protocol.md §3).
+//!
+//! `data` is `zlib(serializer((func_name, instance, args, kwargs)))`. RQ records nowhere which
+//! serializer wrote it, so readers detect it: a pickle starts with the PROTO opcode `0x80`, JSON
+//! with `[`. Whatever serializer a job's payload used is also used for its `meta` and result, so a
+//! Python client that enqueued with pickle can read what we write back.
+//!
+//! We write JSON payloads (Python's `json.dumps` spacing, ASCII-escaped) and read both. Pickle is
+//! read with `serde-pickle` and written (protocol 3, which every Python 3 reads) only for results
+//! and meta of pickled jobs.
+
+use std::io::{Read, Write};
+
+use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The serializer of a job's payload, meta and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Serializer {
+    /// `rq.serializers.JSONSerializer`: what hdx-jobs writes.
+    #[default]
+    Json,
+    /// Python's pickle, RQ's default serializer: what the old service's producers wrote.
+    Pickle,
+}
+
+/// Errors decoding or encoding payloads.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The bytes are neither a pickle nor a JSON document.
+    #[error("payload is neither pickle nor JSON: {0}")]
+    Undecodable(String),
+    /// The document is not RQ's `(func_name, instance, args, kwargs)`.
+    #[error("payload is not RQ's (func_name, instance, args, kwargs) tuple: {0}")]
+    BadShape(String),
+    /// The pickle holds something other than plain data (classes, functions, ...).
+    #[error("pickle payload cannot be read: {0}")]
+    Pickle(String),
+    /// A value could not be encoded.
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+}
+
+/// A decoded job call: what to run and with which arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPayload {
+    /// RQ's `func_name`: the wire name of the task.
+    pub func_name: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// The serializer the payload was written with.
+    pub serializer: Serializer,
+}
+
+impl CallPayload {
+    /// Encodes the call as a job's `data` field: zlib of the JSON 4-tuple.
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let tuple = Value::Array(vec![
+            Value::String(self.func_name.clone()),
+            Value::Null,
+            Value::Array(self.args.clone()),
+            Value::Object(self.kwargs.clone()),
+        ]);
+        let bytes = match self.serializer {
+            Serializer::Json => to_python_json(&tuple),
+            Serializer::Pickle => {
+                // Pickle tuples are what Python writes; a JSON array would unpickle as a list,
+                // which RQ accepts as well.
+                let value = serde_pickle::Value::Tuple(vec![
+                    serde_pickle::Value::String(self.func_name.clone()),
+                    serde_pickle::Value::None,
+                    serde_pickle::Value::Tuple(self.args.iter().map(json_to_pickle).collect()),
+                    json_to_pickle(&Value::Object(self.kwargs.clone())),
+                ]);
+                serde_pickle::value_to_vec(&value, serde_pickle::SerOptions::new())
+                    .map_err(|e| PayloadError::Encode(e.to_string()))?
+            }
+        };
+        Ok(zlib_compress(&bytes))
+    }
+
+    /// Decodes a job's `data` field, detecting the serializer.
+    pub fn decode(data: &[u8]) -> Result<Self, PayloadError> {
+        let raw = zlib_decompress_or_raw(data);
+        let (value, serializer) = decode_value(&raw)?;
+        let Value::Array(mut parts) = value else {
+            return Err(PayloadError::BadShape("not a tuple".into()));
+        };
+        if parts.len() != 4 {
+            return Err(PayloadError::BadShape(format!(
+                "{} elements, not 4",
+                parts.len()
+            )));
+        }
+        let kwargs = match parts.pop() {
+            Some(Value::Object(map)) => map,
+            Some(Value::Null) => Map::new(),
+            _ => return Err(PayloadError::BadShape("kwargs is not a dict".into())),
+        };
+        let args = match parts.pop() {
+            Some(Value::Array(args)) => args,
+            Some(Value::Null) => Vec::new(),
+            _ => return Err(PayloadError::BadShape("args is not a tuple or list".into())),
+        };
+        match parts.pop() {
+            Some(Value::Null) => {}
+            _ => {
+                return Err(PayloadError::BadShape(
+                    "instance methods are not supported".into(),
+                ))
+            }
+        }
+        let func_name = match parts.pop() {
+            Some(Value::String(name)) if !name.is_empty() => name,
+            _ => return Err(PayloadError::BadShape("func_name is not a string".into())),
+        };
+        Ok(CallPayload {
+            func_name,
+            args,
+            kwargs,
+            serializer,
+        })
+    }
+
+    /// RQ's default description: a Python-style call string, each argument's repr cut to 75
+    /// characters, keyword arguments sorted. E.g. `mod.func({'import_id': 42}, k='v')`.
+    pub fn description(&self) -> String {
+        let mut parts: Vec<String> = self.args.iter().map(|a| truncated_repr(a)).collect();
+        let mut keys: Vec<&String> = self.kwargs.keys().collect();
+        keys.sort();
+        for k in keys {
+            parts.push(format!("{k}={}", truncated_repr(&self.kwargs[k])));
+        }
+        format!("{}({})", self.func_name, parts.join(", "))
+    }
+}
+
+/// Encodes a value (a result or meta) with the given serializer.
+pub fn encode_value(value: &Value, serializer: Serializer) -> Result<Vec<u8>, PayloadError> {
+    match serializer {
+        Serializer::Json => Ok(to_python_json(value)),
+        Serializer::Pickle => {
+            serde_pickle::value_to_vec(&json_to_pickle(value), serde_pickle::SerOptions::new())
+                .map_err(|e| PayloadError::Encode(e.to_string()))
+        }
+    }
+}
+
+/// Decodes a serialized value (result, meta), detecting the serializer.
+pub fn decode_value(bytes: &[u8]) -> Result<(Value, Serializer), PayloadError> {
+    if bytes.first() == Some(&0x80) {
+        let value = serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
+            .map_err(|e| PayloadError::Pickle(e.to_string()))?;
+        return Ok((pickle_to_json(value), Serializer::Pickle));
+    }
+    serde_json::from_slice(bytes)
+        .map(|v| (v, Serializer::Json))
+        .map_err(|e| PayloadError::Undecodable(e.to_string()))
+}
+
+/// zlib with the default level, as Python's `zlib.compress`.
+pub fn zlib_compress(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2 + 16),
+        Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
+}
+
+/// Decompresses zlib data; like Python, uses the bytes as they are when they are not zlib.
+pub fn zlib_decompress_or_raw(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match ZlibDecoder::new(bytes).read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(_) => bytes.to_vec(),
+    }
+}
+
+/// JSON text exactly as Python's `json.dumps` writes it by default: `", "` and `": "`
+/// separators, non-ASCII characters escaped as `\uXXXX`.
+pub fn to_python_json(value: &Value) -> Vec<u8> {
+    let mut out = String::new();
+    write_python_json(value, &mut out);
+    out.into_bytes()
+}
+
+fn write_python_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&python_number(n)),
+        Value::String(s) => write_python_json_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json_string(k, out);
+                out.push_str(": ");
+                write_python_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn python_number(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        // Python writes floats with a fraction (`1.0`); serde_json would write `1.0` too, but
+        // keep integers as integers.
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e16 => format!("{f:.1}"),
+        _ => n.to_string(),
+    }
+}
+
+fn write_python_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Converts a decoded pickle into JSON: tuples and sets become arrays, dict keys become
+/// strings, bytes become text when they are UTF-8 (else an array of byte values), big integers
+/// become decimal strings.
+pub fn pickle_to_json(value: serde_pickle::Value) -> Value {
+    use serde_pickle::Value as P;
+    match value {
+        P::None => Value::Null,
+        P::Bool(b) => Value::Bool(b),
+        P::I64(i) => Value::from(i),
+        P::Int(big) => Value::String(big.to_string()),
+        P::F64(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        P::Bytes(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Value::String(text),
+            Err(e) => Value::Array(e.into_bytes().into_iter().map(Value::from).collect()),
+        },
+        P::String(s) => Value::String(s),
+        P::List(items) | P::Tuple(items) => {
+            Value::Array(items.into_iter().map(pickle_to_json).collect())
+        }
+        P::Set(items) | P::FrozenSet(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|h| pickle_to_json(h.into_value()))
+                .collect(),
+        ),
+        P::Dict(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (hashable_key(k), pickle_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn hashable_key(key: serde_pickle::HashableValue) -> String {
+    match pickle_to_json(key.into_value()) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Converts JSON into pickle values (objects become dicts with string keys).
+pub fn json_to_pickle(value: &Value) -> serde_pickle::Value {
+    use serde_pickle::{HashableValue as H, Value as P};
+    match value {
+        Value::Null => P::None,
+        Value::Bool(b) => P::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => P::I64(i),
+            (None, Some(f)) => P::F64(f),
+            _ => P::String(n.to_string()),
+        },
+        Value::String(s) => P::String(s.clone()),
+        Value::Array(items) => P::List(items.iter().map(json_to_pickle).collect()),
+        Value::Object(map) => P::Dict(
+            map.iter()
+                .map(|(k, v)| (H::String(k.clone()), json_to_pickle(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Python's `repr` of a JSON value, cut like RQ's description (75 characters + `...`).
+fn truncated_repr(value: &Value) -> String {
+    let repr = python_repr(value);
+    if repr.chars().count() > 75 {
+        let cut: String = repr.chars().take(75).collect();
+        format!("{cut}...")
+    } else {
+        repr
+    }
+}
+
+/// Python's `repr` of a JSON value: `{'a': 1}`, `'text'`, `True`, `None`, `[1, 2]`.
+pub fn python_repr(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => python_number(n),
+        Value::String(s) => python_str_repr(s),
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(python_repr).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        Value::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", python_str_repr(k), python_repr(v)))
+                .collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+    }
+}
+
+fn python_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use serde_json::json;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    const FUNC: &str = "importapi.tasks.create_preview.create_preview_task";
+
+    /// rq-protocol.md §3.3: the JSON bytes before zlib.
+    #[test]
+    fn json_payload_matches_python_bytes() {
+        let call = CallPayload {
+            func_name: FUNC.into(),
+            args: vec![json!({"import_id": 42})],
+            kwargs: Map::new(),
+            serializer: Serializer::Json,
+        };
+        let data = call.encode().expect("encode");
+        assert_eq!(&data[..2], &[0x78, 0x9c]);
+        let raw = zlib_decompress_or_raw(&data);
+        assert_eq!(
+            String::from_utf8(raw).expect("utf8"),
+            format!("[\"{FUNC}\", null, [{{\"import_id\": 42}}], {{}}]")
+        );
+        assert_eq!(CallPayload::decode(&data).expect("decode"), call);
+    }
+
+    /// rq-protocol.md §3.3: Python's zlib output of the pickle (protocol 5) payload.
+    #[test]
+    fn reads_python_pickle_payload() {
+        let data = unhex("789c6b609deacf00011a3d4699b905f945258905997a2589c5d9c57ac945a98925a9f10545a96599a9e568dc78909a297eb5537a3821fae23353a6786b15b74ea99d5232450f00699d21bc");
+        let call = CallPayload::decode(&data).expect("decode");
+        assert_eq!(call.func_name, FUNC);
+        assert_eq!(call.args, vec![json!({"import_id": 42})]);
+        assert!(call.kwargs.is_empty());
+        assert_eq!(call.serializer, Serializer::Pickle);
+    }
+
+    /// rq-protocol.md §3.3: Python's zlib output of the JSON payload.
+    #[test]
+    fn reads_python_json_payload() {
+        let data = unhex("789c8b56cacc2dc82f2a492cc8d42b492cce2ed64b2e4a4d2c498d2f284a2dcb4c2d47e3c683d428e928e495e6e4e82844574375c767a62859299818d5c6ea2854d7c6020077ff1f50");
+        let call = CallPayload::decode(&data).expect("decode");
+        assert_eq!(call.func_name, FUNC);
+        assert_eq!(call.serializer, Serializer::Json);
+    }
+
+    #[test]
+    fn uncompressed_payload_is_read_as_is() {
+        let call = CallPayload::decode(br#"["m.f", null, [1], {"a": 2}]"#).expect("decode");
+        assert_eq!(call.args, vec![json!(1)]);
+        assert_eq!(call.kwargs["a"], json!(2));
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        for bad in [
+            &b"\x00\x01garbage"[..],
+            b"",
+            b"{\"not\": \"a tuple\"}",
+            b"[1, null, [], {}]",
+            b"\x80\x05junk",
+        ] {
+            let err = CallPayload::decode(&zlib_compress(bad)).expect_err("must fail");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    /// rq-protocol.md §9: serialized values.
+    #[test]
+    fn value_vectors() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(
+            b64.encode(encode_value(&json!(3), Serializer::Json).expect("json")),
+            "Mw=="
+        );
+        let v = json!({"state": "success", "layer_id": "pre_abc"});
+        assert_eq!(
+            b64.encode(encode_value(&v, Serializer::Json).expect("json")),
+            "eyJzdGF0ZSI6ICJzdWNjZXNzIiwgImxheWVyX2lkIjogInByZV9hYmMifQ=="
+        );
+        let python_pickle = b64
+            .decode("gAWVLAAAAAAAAAB9lCiMBXN0YXRllIwHc3VjY2Vzc5SMCGxheWVyX2lklIwHcHJlX2FiY5R1Lg==")
+            .expect("b64");
+        assert_eq!(
+            decode_value(&python_pickle).expect("pickle"),
+            (v.clone(), Serializer::Pickle)
+        );
+        // What we write in pickle reads back the same.
+        let ours = encode_value(&v, Serializer::Pickle).expect("pickle");
+        assert_eq!(decode_value(&ours).expect("pickle").0, v);
+        assert_eq!(
+            decode_value(&unhex("80054b032e")).expect("pickle").0,
+            json!(3)
+        );
+        let meta = unhex("8005950c000000000000007d948c016b948c017694732e");
+        assert_eq!(decode_value(&meta).expect("meta").0, json!({"k": "v"}));
+    }
+
+    #[test]
+    fn python_json_escapes_like_json_dumps() {
+        let v = json!({"name": "São \"Paulo\"\n", "n": 1.0, "l": [true, null]});
+        assert_eq!(
+            String::from_utf8(to_python_json(&v)).expect("utf8"),
+            r#"{"name": "S\u00e3o \"Paulo\"\n", "n": 1.0, "l": [true, null]}"#
+        );
+    }
+
+    #[test]
+    fn description_is_python_call_string() {
+        let call = CallPayload {
+            func_name: FUNC.into(),
+            args: vec![json!({"import_id": 42})],
+            kwargs: Map::new(),
+            serializer: Serializer::Json,
+        };
+        assert_eq!(call.description(), format!("{FUNC}({{'import_id': 42}})"));
+        let mut kwargs = Map::new();
+        kwargs.insert("z".into(), json!("it's"));
+        kwargs.insert("a".into(), json!(null));
+        let call = CallPayload {
+            func_name: "m.f".into(),
+            args: vec![json!("x".repeat(80))],
+            kwargs,
+            serializer: Serializer::Json,
+        };
+        assert_eq!(
+            call.description(),
+            format!("m.f('{}..., a=None, z=\"it's\")", "x".repeat(74))
+        );
+    }
+}

@@ -1,0 +1,104 @@
+"""The real Python rq 2.12, driven by the Rust tests: enqueue, fetch, work, info.
+
+usage: rq_peer.py REDIS_URL COMMAND [options]
+
+  enqueue --func F [--args JSON] [--kwargs JSON] [--serializer json|pickle] [--queue Q]
+          [--timeout N] [--retry N] [--interval S,...] [--id ID] [--in S]   -> prints the job id
+  fetch ID [--serializer json|pickle]      -> prints {status, return_value, exc_string, meta, ...}
+  work QUEUE... [--serializer json|pickle] -> runs a SimpleWorker in burst mode
+  workers                                  -> prints the workers Python sees
+"""
+import argparse
+import json
+import sys
+from datetime import timedelta
+
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker, Worker
+from rq.job import Job
+from rq.serializers import DefaultSerializer, JSONSerializer
+
+SERIALIZERS = {"json": JSONSerializer, "pickle": DefaultSerializer}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    enqueue = sub.add_parser("enqueue")
+    enqueue.add_argument("--func", required=True)
+    enqueue.add_argument("--args", default="[]")
+    enqueue.add_argument("--kwargs", default="{}")
+    enqueue.add_argument("--serializer", default="json", choices=SERIALIZERS)
+    enqueue.add_argument("--queue", default="default")
+    enqueue.add_argument("--timeout", type=int)
+    enqueue.add_argument("--retry", type=int)
+    enqueue.add_argument("--interval", default="")
+    enqueue.add_argument("--id")
+    enqueue.add_argument("--in", dest="delay", type=float)
+
+    fetch = sub.add_parser("fetch")
+    fetch.add_argument("id")
+    fetch.add_argument("--serializer", default="json", choices=SERIALIZERS)
+
+    work = sub.add_parser("work")
+    work.add_argument("queues", nargs="+")
+    work.add_argument("--serializer", default="json", choices=SERIALIZERS)
+    work.add_argument("--forking", action="store_true")
+
+    sub.add_parser("workers")
+
+    opts = parser.parse_args()
+    redis = Redis.from_url(opts.url)
+
+    if opts.command == "enqueue":
+        serializer = SERIALIZERS[opts.serializer]
+        queue = Queue(opts.queue, connection=redis, serializer=serializer)
+        kwargs = {}
+        if opts.timeout:
+            kwargs["job_timeout"] = opts.timeout
+        if opts.retry:
+            intervals = [int(i) for i in opts.interval.split(",") if i] or 0
+            kwargs["retry"] = Retry(max=opts.retry, interval=intervals)
+        if opts.id:
+            kwargs["job_id"] = opts.id
+        args = json.loads(opts.args)
+        call_kwargs = json.loads(opts.kwargs)
+        if opts.delay is not None:
+            job = queue.enqueue_in(timedelta(seconds=opts.delay), opts.func, *args, **call_kwargs, **kwargs)
+        else:
+            job = queue.enqueue(opts.func, *args, **call_kwargs, **kwargs)
+        print(job.id)
+    elif opts.command == "fetch":
+        job = Job.fetch(opts.id, connection=redis, serializer=SERIALIZERS[opts.serializer])
+        latest = job.latest_result()
+        print(json.dumps({
+            "status": job.get_status(),
+            "return_value": job.return_value(),
+            "exc_string": latest.exc_string if latest else None,
+            "result_type": latest.type.name if latest else None,
+            "meta": job.meta,
+            "origin": job.origin,
+            "func_name": job.func_name,
+            "worker_name": job.worker_name,
+        }, default=str))
+    elif opts.command == "work":
+        cls = Worker if opts.forking else SimpleWorker
+        worker = cls(opts.queues, connection=redis, serializer=SERIALIZERS[opts.serializer])
+        worker.work(burst=True)
+    elif opts.command == "workers":
+        out = []
+        for worker in Worker.all(connection=redis):
+            out.append({
+                "name": worker.name,
+                "state": worker.get_state(),
+                "queues": worker.queue_names(),
+                "successful_job_count": worker.successful_job_count,
+                "failed_job_count": worker.failed_job_count,
+            })
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

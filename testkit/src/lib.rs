@@ -1,0 +1,242 @@
+//! Helpers shared by every test crate of the workspace, kept in one place.
+//!
+//! - [`TestRedis`]: a Redis database of the test's own on the local server (numbers 2–6 and
+//!   8–15; 0, 1 and 7 are left alone because deployments use 1 and 7), leased through a key in
+//!   database 0 so parallel test processes never share one, flushed before and after use.
+//! - [`python`], [`rq_peer`]: the real Python `rq` 2.12 in the venv that `scripts/test.sh`
+//!   makes, driven through `testkit/python/rq_peer.py`.
+//! - [`eventually`] / [`eventually_async`]: poll a condition with a deadline instead of sleeping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Databases tests may use.
+const TEST_DBS: [u8; 13] = [2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+const LEASE_PREFIX: &str = "hdx-jobs:test-lease:";
+
+/// The Redis server tests use (`HDX_TEST_REDIS`, default the local one).
+pub fn redis_base_url() -> String {
+    std::env::var("HDX_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis database leased for one test; flushed on creation and on drop.
+#[derive(Debug)]
+pub struct TestRedis {
+    /// The database number.
+    pub db: u8,
+    url: String,
+    token: String,
+}
+
+impl TestRedis {
+    /// Leases a free database, waiting up to five minutes for one.
+    pub fn new() -> Self {
+        let base = redis_base_url();
+        let token = format!("{}:{}", std::process::id(), unique_suffix());
+        let mut control = redis::Client::open(format!("{base}/0"))
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("tests need Redis at {base} (HDX_TEST_REDIS): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            for db in TEST_DBS {
+                let key = format!("{LEASE_PREFIX}{db}");
+                let taken: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(3600)
+                    .query(&mut control)
+                    .expect("lease a test database");
+                if taken.is_some() || steal_dead_lease(&mut control, &key, &token) {
+                    let test = TestRedis {
+                        db,
+                        url: format!("{base}/{db}"),
+                        token,
+                    };
+                    test.flush();
+                    return test;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no free Redis test database for five minutes"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `redis://host:port/<db>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A synchronous connection to the database, for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test database")
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        cmd.query(&mut self.conn()).expect("redis command")
+    }
+
+    fn flush(&self) {
+        let () = redis::cmd("FLUSHDB")
+            .query(&mut self.conn())
+            .expect("flush the test database");
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.flush();
+        if let Ok(mut control) =
+            redis::Client::open(format!("{}/0", redis_base_url())).and_then(|c| c.get_connection())
+        {
+            let key = format!("{LEASE_PREFIX}{}", self.db);
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query(&mut control)
+                .unwrap_or(None);
+            if holder.as_deref() == Some(self.token.as_str()) {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query(&mut control);
+            }
+        }
+    }
+}
+
+/// Takes over a lease whose holder process is gone (a test killed mid-way).
+fn steal_dead_lease(control: &mut redis::Connection, key: &str, token: &str) -> bool {
+    let holder: Option<String> = redis::cmd("GET").arg(key).query(control).unwrap_or(None);
+    let Some(holder) = holder else { return false };
+    let pid = holder.split(':').next().unwrap_or("");
+    if pid.is_empty() || Path::new(&format!("/proc/{pid}")).exists() {
+        return false;
+    }
+    let script = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'EX', 3600) return 1 end return 0",
+    );
+    script
+        .key(key)
+        .arg(&holder)
+        .arg(token)
+        .invoke::<i64>(control)
+        .unwrap_or(0)
+        == 1
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The venv Python with `rq` 2.12 (`HDX_TEST_PYTHON`, else `target/test-venv/bin/python`).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("HDX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/test-venv/bin/python"));
+    assert!(
+        path.exists(),
+        "the Python rq peer is missing at {}: run scripts/test.sh (or scripts/python-venv.sh) first",
+        path.display()
+    );
+    path
+}
+
+/// The `rq` command line of the venv.
+pub fn rq_cli() -> PathBuf {
+    python().with_file_name("rq")
+}
+
+/// A command running `testkit/python/rq_peer.py <redis url> <args>` with the Python job
+/// module on the path.
+pub fn rq_peer_command(url: &str, args: &[&str]) -> Command {
+    let dir = workspace_root().join("testkit/python");
+    let mut cmd = Command::new(python());
+    cmd.arg(dir.join("rq_peer.py"))
+        .arg(url)
+        .args(args)
+        .env("PYTHONPATH", &dir);
+    cmd
+}
+
+/// Runs the rq peer and returns its stdout; panics with its stderr when it fails.
+pub fn rq_peer(url: &str, args: &[&str]) -> String {
+    let output = rq_peer_command(url, args)
+        .output()
+        .expect("run the Python rq peer");
+    check(&output, "rq_peer.py");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Runs the rq peer and parses its stdout as JSON.
+pub fn rq_peer_json(url: &str, args: &[&str]) -> serde_json::Value {
+    let out = rq_peer(url, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("rq_peer.py printed no JSON ({e}): {out}"))
+}
+
+/// Panics with the output of a failed command.
+pub fn check(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` after.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async flavour of [`eventually`] (the check itself is synchronous and quick).
+pub async fn eventually_async<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
