@@ -9,7 +9,7 @@ use super::job::{Job, JobStatus};
 use super::payload;
 use super::results::{self, JobResult};
 use super::scripts;
-use super::time::{rfc3339, Now};
+use super::time::{rfc3339, Timestamp};
 use super::{commands, keys};
 use crate::connection::RedisClient;
 
@@ -124,7 +124,7 @@ pub(crate) async fn requeue_with<C: ConnectionLike + Send>(
     conn: &mut C,
     id: &str,
 ) -> RqResult<bool> {
-    let now = Now::now();
+    let now = Timestamp::now();
     let moved: i64 = scripts::REQUEUE
         .prepare_invoke()
         .arg(id)
@@ -142,7 +142,7 @@ pub async fn cancel(redis: &RedisClient, id: &str) -> RqResult<()> {
     let done: i64 = scripts::CANCEL
         .prepare_invoke()
         .arg(id)
-        .arg(Now::now().secs())
+        .arg(Timestamp::now().secs())
         .invoke_async(&mut conn)
         .await?;
     if done == 1 {

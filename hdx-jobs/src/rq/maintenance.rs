@@ -18,7 +18,7 @@ use super::keys;
 use super::registry::{self, Registry};
 use super::results::encode_exc_string;
 use super::scripts;
-use super::time::{format_epoch_f64, Now};
+use super::time::{format_epoch_f64, Timestamp};
 
 /// RQ's lock period for a cleaning round.
 const LOCK_SECS: u64 = 899;
@@ -79,7 +79,7 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
         ran: true,
         ..Default::default()
     };
-    let now = Now::now();
+    let now = Timestamp::now();
 
     let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
         .arg(Registry::Finished.key(queue))
@@ -169,7 +169,7 @@ async fn clean_worker_sets<C: ConnectionLike + Send>(conn: &mut C, queue: &str) 
 async fn rescue_intermediate<C: ConnectionLike + Send>(
     conn: &mut C,
     queue: &str,
-    now: &Now,
+    now: &Timestamp,
 ) -> RqResult<Vec<String>> {
     let ids: Vec<String> = redis::cmd("LRANGE")
         .arg(keys::intermediate(queue))

@@ -129,7 +129,7 @@ impl CallPayload {
     /// RQ's default description: a Python-style call string, each argument's repr cut to 75
     /// characters, keyword arguments sorted. E.g. `mod.func({'import_id': 42}, k='v')`.
     pub fn description(&self) -> String {
-        let mut parts: Vec<String> = self.args.iter().map(|a| truncated_repr(a)).collect();
+        let mut parts: Vec<String> = self.args.iter().map(truncated_repr).collect();
         let mut keys: Vec<&String> = self.kwargs.keys().collect();
         keys.sort();
         for k in keys {

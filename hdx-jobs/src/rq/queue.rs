@@ -16,7 +16,7 @@ use super::keys;
 use super::payload::{self, CallPayload, Serializer};
 use super::registry::Registry;
 use super::scripts;
-use super::time::Now;
+use super::time::Timestamp;
 use crate::connection::RedisClient;
 
 /// Retries of a job: `max` more runs after a failure, waiting `intervals` seconds between them
@@ -197,7 +197,7 @@ impl JobSpec {
         &self,
         queue: &str,
         default_timeout: i64,
-        now: &Now,
+        now: &Timestamp,
         status: JobStatus,
     ) -> RqResult<Vec<(&'static str, Vec<u8>)>> {
         let call = CallPayload {
@@ -316,7 +316,7 @@ impl Queue {
     /// Enqueues many jobs in one transaction and returns their ids, in order. Jobs with
     /// dependencies are written by a script each, after the batch.
     pub async fn enqueue_many(&self, specs: Vec<JobSpec>) -> RqResult<Vec<String>> {
-        let now = Now::now();
+        let now = Timestamp::now();
         let mut ids = Vec::with_capacity(specs.len());
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -390,15 +390,17 @@ impl Queue {
                 "scheduled jobs cannot have dependencies".into(),
             ));
         }
-        let now = Now::now();
+        let now = Timestamp::now();
         let id = spec.id.clone().unwrap_or_else(new_job_id);
         let fields =
             spec.hash_fields(&self.name, self.default_timeout, &now, JobStatus::Scheduled)?;
+        // Scores are whole seconds: round up so a job never runs before its time (RQ truncates).
+        let due = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("ZADD")
             .arg(Registry::Scheduled.key(&self.name))
-            .arg(at.timestamp())
+            .arg(due)
             .arg(&id)
             .ignore();
         pipe.cmd("SADD")
@@ -496,7 +498,7 @@ mod tests {
             .ttl(7200)
             .timeout(300)
             .retry(Retry::new(3).intervals(vec![10, 30, 60]));
-        let now = Now::now();
+        let now = Timestamp::now();
         let fields = spec
             .hash_fields("default", 180, &now, JobStatus::Queued)
             .expect("fields");

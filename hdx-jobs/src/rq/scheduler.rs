@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::RqResult;
 use super::keys;
 use super::scripts;
-use super::time::Now;
+use super::time::Timestamp;
 use crate::connection::RedisClient;
 
 /// Lock expiry, as RQ's (interval 1 s + 60).
@@ -86,7 +86,7 @@ impl Scheduler {
                 tracing::warn!(scheduler = %self.name, queue = %q, "scheduler lock lost to another scheduler");
             }
         }
-        let now = Now::now();
+        let now = Timestamp::now();
         let mut moved_total = 0;
         for q in held.iter() {
             loop {

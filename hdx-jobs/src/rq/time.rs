@@ -3,22 +3,22 @@
 //! RQ stores three kinds of time and mixing them up breaks Python readers (rq-protocol.md §0.3):
 //! text timestamps in hashes (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, always UTC with a literal `Z`),
 //! float epoch seconds in execution hashes and result streams, and integer epoch seconds as
-//! registry scores. [`Now`] captures one instant in all three forms so a transaction writes
+//! registry scores. [`Timestamp`] captures one instant in all three forms so a transaction writes
 //! consistent values.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 
 /// One instant, in every form RQ writes.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Now {
+pub struct Timestamp {
     /// The instant itself.
     pub at: DateTime<Utc>,
 }
 
-impl Now {
+impl Timestamp {
     /// The current UTC time.
     pub fn now() -> Self {
-        Now { at: Utc::now() }
+        Timestamp { at: Utc::now() }
     }
 
     /// Integer Unix seconds (truncated): registry scores.
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn now_forms_agree() {
-        let now = Now::now();
+        let now = Timestamp::now();
         assert_eq!(now.secs(), now.secs_f64() as i64);
         assert_eq!(
             parse_ts(&now.text()).map(|t| t.timestamp()),

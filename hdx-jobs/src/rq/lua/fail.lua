@@ -40,7 +40,9 @@ if mode ~= 'stopped' and allow_retry and retries > 0 then
   if wait > 0 then
     redis.call('SADD', 'rq:queues', 'rq:queue:' .. origin)
     redis.call('HSET', jk, 'status', 'scheduled')
-    redis.call('ZADD', 'rq:scheduled:' .. origin, now_s + wait, id)
+    -- Rounded up, so the wait is never shorter than asked (RQ truncates).
+    local due = math.ceil((tonumber(ended_f) or now_s) + wait)
+    redis.call('ZADD', 'rq:scheduled:' .. origin, due, id)
     result = 'scheduled'
   else
     push_job(id, origin, ts, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')

@@ -19,7 +19,7 @@ use crate::rq::job::{new_execution_id, Job};
 use crate::rq::payload::Serializer;
 use crate::rq::results::{encode_exc_string, encode_return_value};
 use crate::rq::scripts;
-use crate::rq::time::{format_epoch_f64, Now};
+use crate::rq::time::{format_epoch_f64, Timestamp};
 use crate::task::{CallArgs, JobContext, JobIdentity, TaskError};
 
 /// Most jobs taken in one dequeue call.
@@ -144,7 +144,7 @@ pub(super) async fn drain(shared: &Arc<Shared>) {
 }
 
 async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
-    let now = Now::now();
+    let now = Timestamp::now();
     let execution_ids: Vec<String> = (0..max).map(|_| new_execution_id()).collect();
     let missing_exc = encode_exc_string(MISSING_HASH_TEXT);
     let options = &shared.options;
@@ -281,11 +281,11 @@ struct JobRun {
 
 impl JobRun {
     async fn execute(&self) {
-        let started = Now::now();
+        let started = Timestamp::now();
         let clock = Instant::now();
         let (outcome, func_name, serializer) = self.run().await;
         let duration = clock.elapsed();
-        let ended = Now::now();
+        let ended = Timestamp::now();
         let job_id = self.job.id.as_str();
         match &outcome {
             Outcome::Success(_) => {
@@ -463,8 +463,8 @@ impl JobRun {
         outcome: Outcome,
         func_name: &str,
         serializer: Serializer,
-        started: Now,
-        ended: Now,
+        started: Timestamp,
+        ended: Timestamp,
         duration: Duration,
     ) {
         let shared = &self.shared;

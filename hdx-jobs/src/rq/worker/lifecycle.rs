@@ -12,7 +12,7 @@ use crate::rq::error::{RqError, RqResult};
 use crate::rq::keys;
 use crate::rq::maintenance;
 use crate::rq::scripts;
-use crate::rq::time::{format_epoch_f64, Now};
+use crate::rq::time::{format_epoch_f64, Timestamp};
 
 /// What we write as `version`/`python_version`: honest, and shown by rq-dashboard.
 const VERSION: &str = concat!("hdx-jobs ", env!("CARGO_PKG_VERSION"));
@@ -56,7 +56,7 @@ async fn write_worker_hash(
     conn: &mut MultiplexedConnection,
     running: usize,
 ) -> RqResult<()> {
-    let now = Now::now();
+    let now = Timestamp::now();
     let key = keys::worker(&shared.name);
     let ip_address = client_address(conn).await;
     let options = &shared.options;
@@ -149,7 +149,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
 
 async fn heartbeat(shared: &Shared) -> RqResult<()> {
     let running = shared.running_snapshot();
-    let now = Now::now();
+    let now = Timestamp::now();
     let (missing, lost): (i64, Vec<String>) = shared
         .conn
         .run(|mut conn| {
@@ -248,7 +248,7 @@ pub(super) async fn death(shared: &Shared) {
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg("death")
-                .arg(Now::now().text())
+                .arg(Timestamp::now().text())
                 .arg("state")
                 .arg("dead")
                 .ignore();

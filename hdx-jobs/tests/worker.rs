@@ -1,0 +1,809 @@
+//! The worker against a real Redis: outcomes in RQ's layout, timeouts, malformed jobs, retries,
+//! concurrency, priorities, commands, shutdowns, suspension, meta, dependencies, pickle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use common::*;
+use hdx_jobs::builtin;
+use hdx_jobs::rq::commands::{self, Command};
+use hdx_jobs::rq::jobs;
+use hdx_jobs::rq::payload::{self, CallPayload, Serializer};
+use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
+use hdx_jobs::rq::results::ResultType;
+use hdx_jobs::rq::worker::WorkerOptions;
+use hdx_jobs::task::{JobContext, Task, TaskError, TaskRegistry};
+use serde_json::json;
+use testkit::TestRedis;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_is_recorded_in_rq_layout() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let id = queue
+        .enqueue(JobSpec::new(builtin::ECHO).arg(1).kwarg("k", "v"))
+        .await
+        .expect("enqueue");
+
+    let report = run_burst(&redis, &["default"]).await;
+    assert_eq!((report.succeeded, report.failed), (1, 0));
+
+    let job = job_hash(&test, &id);
+    assert_eq!(job["status"], "finished");
+    assert_eq!(job["worker_name"], report.name);
+    assert!(job["ended_at"].ends_with('Z') && job["started_at"].ends_with('Z'));
+    let finished = zset(&test, "rq:finished:default");
+    assert_eq!(finished.len(), 1);
+    assert!(
+        (finished[0].1 - (now_s() + 500.0)).abs() < 5.0,
+        "finished score is now + result_ttl"
+    );
+    assert!((490..=500).contains(&ttl(&test, &format!("rq:job:{id}"))));
+    assert!((490..=500).contains(&ttl(&test, &format!("rq:results:{id}"))));
+
+    let result = latest(&redis, &id).await.expect("result");
+    assert_eq!(result.result_type, ResultType::Successful);
+    assert_eq!(
+        result.return_value,
+        Some(json!({"args": [1], "kwargs": {"k": "v"}}))
+    );
+    assert_eq!(result.worker_name, report.name);
+    assert!(result.execution_id.is_some() && result.execution_started_at.is_some());
+
+    assert!(
+        zmembers(&test, "rq:wip:default").is_empty(),
+        "lease released"
+    );
+    let executions: i64 = test.query(redis::cmd("EXISTS").arg(format!("rq:executions:{id}")));
+    assert_eq!(executions, 0);
+    let worker: std::collections::HashMap<String, String> =
+        test.query(redis::cmd("HGETALL").arg(format!("rq:worker:{}", report.name)));
+    assert_eq!(worker["successful_job_count"], "1");
+    assert!(worker.contains_key("death"), "death registered");
+    let live: Vec<String> = test.query(redis::cmd("SMEMBERS").arg("rq:workers"));
+    assert!(live.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_is_recorded_with_readable_text() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let id = queue
+        .enqueue(JobSpec::new(builtin::FAIL).arg("boom"))
+        .await
+        .expect("enqueue");
+    let kept = queue
+        .enqueue(JobSpec::new(builtin::FAIL).arg("kept").failure_ttl(100))
+        .await
+        .expect("enqueue");
+
+    run_burst(&redis, &["default"]).await;
+
+    assert_eq!(status(&test, &id).as_deref(), Some("failed"));
+    let failed = zset(&test, "rq:failed:default");
+    let score = failed
+        .iter()
+        .find(|(m, _)| *m == id)
+        .expect("in failed registry")
+        .1;
+    assert!((score - (now_s() + 31_536_000.0)).abs() < 5.0);
+    let result = latest(&redis, &id).await.expect("result");
+    assert_eq!(result.result_type, ResultType::Failed);
+    let text = result.exc_string.expect("exc_string");
+    assert!(text.ends_with("TaskFailed: boom\n"), "{text}");
+    assert!(text.contains("hdx_jobs.fail"));
+    // RQ: a failure stream expires only with the job's own failure_ttl.
+    assert_eq!(ttl(&test, &format!("rq:results:{id}")), -1);
+    assert!((90..=100).contains(&ttl(&test, &format!("rq:results:{kept}"))));
+    assert!((90..=100).contains(&ttl(&test, &format!("rq:job:{kept}"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_stops_the_job_and_the_worker_goes_on() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let slow = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(60).timeout(1))
+        .await
+        .expect("enqueue");
+    let next = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+
+    let options = WorkerOptions {
+        burst: true,
+        concurrency: 1,
+        ..fast_options(&["default"])
+    };
+    let started = Instant::now();
+    let report = start_worker(&redis, TaskRegistry::with_builtins(), options)
+        .join()
+        .await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the 60 s sleep was cut short"
+    );
+    assert_eq!(status(&test, &slow).as_deref(), Some("failed"));
+    let text = latest(&redis, &slow)
+        .await
+        .and_then(|r| r.exc_string)
+        .expect("exc");
+    assert!(
+        text.contains("JobTimeoutException: Task exceeded maximum timeout value (1 seconds)"),
+        "{text}"
+    );
+    assert_eq!(status(&test, &next).as_deref(), Some("finished"));
+    assert_eq!((report.succeeded, report.failed), (1, 1));
+}
+
+/// A task that panics: the worker must survive it.
+struct Panics;
+
+#[async_trait]
+impl Task for Panics {
+    type Args = ();
+    type Output = ();
+    async fn run(&self, _ctx: &JobContext, _args: ()) -> Result<(), TaskError> {
+        panic!("bug in a task")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_jobs_fail_with_clear_errors_and_the_worker_survives() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let unknown = queue
+        .enqueue(JobSpec::new("no.such.task"))
+        .await
+        .expect("enqueue");
+    let panics = queue
+        .enqueue(JobSpec::new("tests.panics"))
+        .await
+        .expect("enqueue");
+    let bad_args = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg("not a number"))
+        .await
+        .expect("enqueue");
+    // A hash whose payload is garbage, one without a payload, and an id without a hash.
+    for (id, fields) in [
+        (
+            "garbage",
+            vec![("data", b"\x00\x01 not zlib, not pickle".to_vec())],
+        ),
+        ("no-data", vec![("description", b"x".to_vec())]),
+    ] {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("rq:job:{id}"));
+        for (f, v) in fields {
+            cmd.arg(f).arg(v);
+        }
+        cmd.arg("origin").arg("default").arg("status").arg("queued");
+        let _: i64 = test.query(&mut cmd);
+        let _: i64 = test.query(redis::cmd("RPUSH").arg("rq:queue:default").arg(id));
+    }
+    let _: i64 = test.query(
+        redis::cmd("RPUSH")
+            .arg("rq:queue:default")
+            .arg("missing-hash"),
+    );
+    let last = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+
+    let mut tasks = TaskRegistry::with_builtins();
+    tasks.register("tests.panics", Panics);
+    let options = WorkerOptions {
+        burst: true,
+        ..fast_options(&["default"])
+    };
+    start_worker(&redis, tasks, options).join().await;
+
+    let expect = |id: &str, needle: &str| {
+        let redis = redis.clone();
+        let (id, needle) = (id.to_string(), needle.to_string());
+        async move {
+            let result = latest(&redis, &id)
+                .await
+                .unwrap_or_else(|| panic!("{id} has a result"));
+            let text = result.exc_string.unwrap_or_default();
+            assert!(text.contains(&needle), "{id}: {text}");
+        }
+    };
+    expect(
+        &unknown,
+        "UnknownTask: no task is registered under \"no.such.task\"",
+    )
+    .await;
+    expect(&panics, "TaskPanicked: bug in a task").await;
+    expect(&bad_args, "TypeError: bad arguments").await;
+    expect("garbage", "DeserializationError").await;
+    expect("no-data", "DeserializationError").await;
+    expect("missing-hash", "JobHashMissing").await;
+    for id in [
+        &unknown,
+        &panics,
+        &bad_args,
+        &"garbage".to_string(),
+        &"no-data".to_string(),
+    ] {
+        assert_eq!(status(&test, id).as_deref(), Some("failed"), "{id}");
+    }
+    assert!(zmembers(&test, "rq:failed:default").contains(&"missing-hash".to_string()));
+    assert_eq!(
+        status(&test, &last).as_deref(),
+        Some("finished"),
+        "the worker went on"
+    );
+    let view = jobs::view(&redis, "missing-hash")
+        .await
+        .expect("view")
+        .expect("shown");
+    assert_eq!(view.status, "missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_their_intervals_and_permanent_errors_do_not_retry() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let retried = queue
+        .enqueue(
+            JobSpec::new(builtin::FAIL)
+                .kwarg("message", "flaky")
+                .kwarg("retryable", true)
+                .retry(Retry::new(2).intervals(vec![1])),
+        )
+        .await
+        .expect("enqueue");
+    let permanent = queue
+        .enqueue(
+            JobSpec::new(builtin::FAIL)
+                .arg("bad input")
+                .retry(Retry::new(3)),
+        )
+        .await
+        .expect("enqueue");
+    let at_once = queue
+        .enqueue(
+            JobSpec::new(builtin::FAIL)
+                .kwarg("retryable", true)
+                .retry(Retry::new(1)),
+        )
+        .await
+        .expect("enqueue");
+
+    let options = WorkerOptions {
+        with_scheduler: true,
+        ..fast_options(&["default"])
+    };
+    let started = Instant::now();
+    let worker = start_worker(&redis, TaskRegistry::with_builtins(), options);
+    for id in [&retried, &permanent, &at_once] {
+        wait_status(&test, id, "failed", WAIT).await;
+    }
+    worker.stop().await;
+
+    let attempts = |id: &str| {
+        job_hash(&test, id)
+            .get("hdx_attempt")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(attempts(&retried), "3", "1 run + 2 retries");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two 1 s intervals were waited"
+    );
+    assert_eq!(job_hash(&test, &retried)["retries_left"], "0");
+    assert_eq!(
+        attempts(&permanent),
+        "1",
+        "permanent errors are not retried"
+    );
+    assert_eq!(job_hash(&test, &permanent)["retries_left"], "3");
+    assert_eq!(attempts(&at_once), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_concurrently_up_to_the_limit() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let ids = queue
+        .enqueue_many(
+            (0..6)
+                .map(|_| JobSpec::new(builtin::SLEEP).arg(0.5))
+                .collect(),
+        )
+        .await
+        .expect("enqueue");
+
+    let options = WorkerOptions {
+        burst: true,
+        concurrency: 3,
+        ..fast_options(&["default"])
+    };
+    start_worker(&redis, TaskRegistry::with_builtins(), options)
+        .join()
+        .await;
+
+    let mut spans: Vec<(f64, f64)> = Vec::new();
+    for id in &ids {
+        let result = latest(&redis, id).await.expect("result");
+        spans.push((
+            result.execution_started_at.expect("start"),
+            result.execution_ended_at.expect("end"),
+        ));
+    }
+    // At most 3 at once, and at some moment 3 did overlap.
+    let max_overlap = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(max_overlap, 3, "{spans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_served_in_priority_order() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let low = Queue::new(redis.clone(), "low").expect("queue");
+    let high = Queue::new(redis.clone(), "high").expect("queue");
+    let low_ids = low
+        .enqueue_many(vec![JobSpec::new(builtin::NOOP); 3])
+        .await
+        .expect("enqueue");
+    let high_ids = high
+        .enqueue_many(vec![JobSpec::new(builtin::NOOP); 3])
+        .await
+        .expect("enqueue");
+
+    let options = WorkerOptions {
+        burst: true,
+        concurrency: 1,
+        ..fast_options(&["high", "low"])
+    };
+    start_worker(&redis, TaskRegistry::with_builtins(), options)
+        .join()
+        .await;
+
+    let started = |id: &String| latest_start(&test, id);
+    let last_high = high_ids.iter().map(started).fold(0.0, f64::max);
+    let first_low = low_ids.iter().map(started).fold(f64::MAX, f64::min);
+    assert!(
+        last_high <= first_low,
+        "every high job started before any low job"
+    );
+}
+
+fn latest_start(test: &TestRedis, id: &str) -> f64 {
+    let reply: Vec<(String, Vec<(String, String)>)> = test.query(
+        redis::cmd("XRANGE")
+            .arg(format!("rq:results:{id}"))
+            .arg("-")
+            .arg("+"),
+    );
+    reply[0]
+        .1
+        .iter()
+        .find(|(k, _)| k == "execution_started_at")
+        .expect("start")
+        .1
+        .parse()
+        .expect("float")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_job_command_stops_only_that_job() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let victim = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(30).retry(Retry::new(2)))
+        .await
+        .expect("enqueue");
+    let other = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(1))
+        .await
+        .expect("enqueue");
+
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    wait_status(&test, &victim, "started", WAIT).await;
+    jobs::stop(&redis, &victim).await.expect("stop");
+    wait_status(&test, &victim, "stopped", WAIT).await;
+    wait_status(&test, &other, "finished", WAIT).await;
+    worker.stop().await;
+
+    assert!(
+        zmembers(&test, "rq:failed:default").contains(&victim),
+        "stopped jobs go to the failed registry"
+    );
+    let text = latest(&redis, &victim)
+        .await
+        .and_then(|r| r.exc_string)
+        .expect("exc");
+    assert!(
+        text.contains("Job stopped by user, work-horse terminated."),
+        "{text}"
+    );
+    assert_eq!(
+        job_hash(&test, &victim)["retries_left"],
+        "2",
+        "a stopped job is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_shutdown_lets_running_jobs_finish_and_takes_no_more() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let running = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(1))
+        .await
+        .expect("enqueue");
+
+    let options = WorkerOptions {
+        concurrency: 1,
+        ..fast_options(&["default"])
+    };
+    let worker = start_worker(&redis, TaskRegistry::with_builtins(), options);
+    wait_status(&test, &running, "started", WAIT).await;
+    let waiting = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    // The shutdown command, as `rq` sends it.
+    commands::send(&redis, &worker.name, &Command::Shutdown)
+        .await
+        .expect("send");
+    worker.join().await;
+
+    assert_eq!(status(&test, &running).as_deref(), Some("finished"));
+    assert_eq!(status(&test, &waiting).as_deref(), Some("queued"));
+    assert_eq!(list(&test, "rq:queue:default"), vec![waiting]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_shutdown_records_running_jobs_as_failed_or_retried() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let plain = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(60))
+        .await
+        .expect("enqueue");
+    let with_retry = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(60).retry(Retry::new(1)))
+        .await
+        .expect("enqueue");
+
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    wait_status(&test, &plain, "started", WAIT).await;
+    wait_status(&test, &with_retry, "started", WAIT).await;
+    worker.stop.warm();
+    worker.stop.cold();
+    worker.join().await;
+
+    assert_eq!(status(&test, &plain).as_deref(), Some("failed"));
+    let text = latest(&redis, &plain)
+        .await
+        .and_then(|r| r.exc_string)
+        .expect("exc");
+    assert!(text.contains("WorkerShutdown"), "{text}");
+    assert_eq!(status(&test, &with_retry).as_deref(), Some("queued"));
+    assert_eq!(list(&test, "rq:queue:default"), vec![with_retry]);
+    assert!(
+        zmembers(&test, "rq:wip:default").is_empty(),
+        "nothing left in limbo"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_workers_take_nothing_until_resumed() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    commands::suspend(&redis, None).await.expect("suspend");
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let id = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    let key = format!("rq:worker:{}", worker.name);
+    testkit::eventually_async("worker shows suspended", WAIT, || {
+        let state: Option<String> = test.query(redis::cmd("HGET").arg(&key).arg("state"));
+        (state.as_deref() == Some("suspended")).then_some(())
+    })
+    .await;
+    assert_eq!(status(&test, &id).as_deref(), Some("queued"));
+    commands::resume(&redis).await.expect("resume");
+    wait_status(&test, &id, "finished", WAIT).await;
+    worker.stop().await;
+}
+
+/// Publishes progress through meta.
+struct Reports;
+
+#[async_trait]
+impl Task for Reports {
+    type Args = ();
+    type Output = &'static str;
+    async fn run(&self, ctx: &JobContext, _args: ()) -> Result<&'static str, TaskError> {
+        ctx.set_progress(1, Some(2), "half way").await?;
+        ctx.set_meta("attempt", json!(ctx.attempt())).await?;
+        Ok("done")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_written_by_a_task_is_stored_with_the_job() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let mut spec = JobSpec::new("tests.reports");
+    spec.meta = Some(
+        json!({"owner": "test"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    );
+    let id = queue.enqueue(spec).await.expect("enqueue");
+
+    let mut tasks = TaskRegistry::new();
+    tasks.register("tests.reports", Reports);
+    start_worker(
+        &redis,
+        tasks,
+        WorkerOptions {
+            burst: true,
+            ..fast_options(&["default"])
+        },
+    )
+    .join()
+    .await;
+
+    let job = jobs::fetch(&redis, &id).await.expect("fetch").expect("job");
+    assert_eq!(
+        job.meta(),
+        json!({"owner": "test", "progress": {"done": 1, "total": 2, "message": "half way"}, "attempt": 1})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependents_run_after_their_dependency() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let parent = queue
+        .enqueue(JobSpec::new(builtin::SLEEP).arg(0.2))
+        .await
+        .expect("enqueue");
+    let child = queue
+        .enqueue(JobSpec::new(builtin::NOOP).depends_on(&parent))
+        .await
+        .expect("enqueue");
+    assert_eq!(status(&test, &child).as_deref(), Some("deferred"));
+    assert_eq!(zmembers(&test, "rq:deferred:default"), vec![child.clone()]);
+
+    run_burst(&redis, &["default"]).await;
+
+    assert_eq!(status(&test, &parent).as_deref(), Some("finished"));
+    assert_eq!(status(&test, &child).as_deref(), Some("finished"));
+    assert!(latest_start(&test, &child) >= latest_start(&test, &parent) + 0.2);
+    assert!(zmembers(&test, "rq:deferred:default").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pickled_jobs_get_pickled_results() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let call = CallPayload {
+        func_name: builtin::ECHO.into(),
+        args: vec![json!({"import_id": 42})],
+        kwargs: Default::default(),
+        serializer: Serializer::Pickle,
+    };
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg("rq:job:pickled")
+        .arg("data")
+        .arg(call.encode().expect("pickle"))
+        .arg("origin")
+        .arg("default")
+        .arg("status")
+        .arg("queued");
+    let _: i64 = test.query(&mut cmd);
+    let _: i64 = test.query(redis::cmd("RPUSH").arg("rq:queue:default").arg("pickled"));
+
+    run_burst(&redis, &["default"]).await;
+
+    let reply: Vec<(String, Vec<(String, String)>)> = test.query(
+        redis::cmd("XRANGE")
+            .arg("rq:results:pickled")
+            .arg("-")
+            .arg("+"),
+    );
+    let b64 = &reply[0]
+        .1
+        .iter()
+        .find(|(k, _)| k == "return_value")
+        .expect("value")
+        .1;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("b64");
+    assert_eq!(
+        bytes[0], 0x80,
+        "a pickle, readable by the Python client that enqueued it"
+    );
+    let (value, serializer) = payload::decode_value(&bytes).expect("decode");
+    assert_eq!(serializer, Serializer::Pickle);
+    assert_eq!(value, json!({"args": [{"import_id": 42}], "kwargs": {}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_jobs_are_failed_or_retried_by_maintenance() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    // Two jobs "started" by a worker that died: their leases ended 10 s ago.
+    let lost = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    let retry = queue
+        .enqueue(JobSpec::new(builtin::NOOP).retry(Retry::new(1)))
+        .await
+        .expect("enqueue");
+    let _: i64 = test.query(redis::cmd("DEL").arg("rq:queue:default"));
+    let past = now_s() as i64 - 10;
+    for id in [&lost, &retry] {
+        let _: i64 = test.query(
+            redis::cmd("ZADD")
+                .arg("rq:wip:default")
+                .arg(past)
+                .arg(format!("{id}:deadbeef")),
+        );
+        let _: i64 = test.query(
+            redis::cmd("HSET")
+                .arg(format!("rq:job:{id}"))
+                .arg("status")
+                .arg("started"),
+        );
+    }
+    // A live lease must be left alone.
+    let alive = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    let _: i64 = test.query(
+        redis::cmd("LREM")
+            .arg("rq:queue:default")
+            .arg(0)
+            .arg(&alive),
+    );
+    let _: i64 = test.query(
+        redis::cmd("ZADD")
+            .arg("rq:wip:default")
+            .arg(past + 1000)
+            .arg(format!("{alive}:cafe")),
+    );
+
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    wait_status(&test, &lost, "failed", WAIT).await;
+    wait_status(&test, &retry, "finished", WAIT).await;
+    worker.stop().await;
+
+    let text = latest(&redis, &lost)
+        .await
+        .and_then(|r| r.exc_string)
+        .expect("exc");
+    assert!(
+        text.contains("Moved to FailedJobRegistry, due to AbandonedJobError"),
+        "{text}"
+    );
+    assert_eq!(
+        zmembers(&test, "rq:wip:default"),
+        vec![format!("{alive}:cafe")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_stuck_in_an_intermediate_list_go_back_to_their_queue() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let id = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    // A Python single-queue worker BLMOVEd it, then died before starting it, 2 minutes ago.
+    let _: String = test.query(
+        redis::cmd("LMOVE")
+            .arg("rq:queue:default")
+            .arg("rq:queue:default:intermediate")
+            .arg("LEFT")
+            .arg("RIGHT"),
+    );
+    let _: () = test.query(
+        redis::cmd("SET")
+            .arg(format!("rq:queue:default:intermediate:first_seen:{id}"))
+            .arg(now_s() - 120.0),
+    );
+
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    wait_status(&test, &id, "finished", WAIT).await;
+    worker.stop().await;
+    assert!(list(&test, "rq:queue:default:intermediate").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_while_idle_are_picked_up_at_once() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["a", "b"]),
+    );
+    // Let the worker go idle on both queues, then feed the second one.
+    testkit::eventually_async("worker idle", WAIT, || {
+        let state: Option<String> = test.query(
+            redis::cmd("HGET")
+                .arg(format!("rq:worker:{}", worker.name))
+                .arg("state"),
+        );
+        (state.as_deref() == Some("started") || state.as_deref() == Some("idle")).then_some(())
+    })
+    .await;
+    let queue = Queue::new(redis.clone(), "b").expect("queue");
+    for _ in 0..3 {
+        let id = queue
+            .enqueue(JobSpec::new(builtin::ECHO).arg("x"))
+            .await
+            .expect("enqueue");
+        wait_status(&test, &id, "finished", Duration::from_secs(5)).await;
+    }
+    let report = worker.stop().await;
+    assert_eq!(report.succeeded, 3);
+    assert!(list(&test, "rq:queue:b").is_empty());
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs a benchmark of benches/ with its peers installed: scripts/bench.sh queue
+# Results go to stdout as a markdown table; docs/benchmarks.md records them with this command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/python-venv.sh
+cargo build --release -p hdx-jobs-cli
+cargo bench -p hdx-jobs-benches --bench "${1:-queue}"

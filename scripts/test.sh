@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (scripts/setup.sh, the Python rq venv), then
+# formatting, lints and every test of the workspace against real Redis and the real Python rq.
+# Each test leases its own Redis database (2-6, 8-15), so runs never touch databases 0, 1, 7.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/python-venv.sh
+
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "[test] cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] cargo test" >&2
+cargo test --workspace --locked "$@"
