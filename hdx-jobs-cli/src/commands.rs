@@ -10,7 +10,6 @@ use hdx_jobs::config::Config;
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use hdx_jobs::rq::worker::{stop_on_signals, Worker, WorkerOptions};
 use hdx_jobs::rq::{commands as rq_commands, info, jobs};
-use hdx_jobs::task::TaskRegistry;
 use hdx_jobs::RedisClient;
 use serde_json::{Map, Value};
 
@@ -211,7 +210,7 @@ async fn work(args: WorkArgs, redis: RedisClient, config: &Config) -> anyhow::Re
         maintenance_interval: seconds(args.maintenance_interval, "maintenance-interval")?,
         ..WorkerOptions::default()
     };
-    let worker = Worker::new(redis, TaskRegistry::with_builtins(), options)?;
+    let worker = Worker::new(redis, hdx_jobs::hdx::task_registry(config), options)?;
     tokio::spawn(stop_on_signals(worker.stop_handle()));
     worker.run().await?;
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,9 @@
 //! - [`rq`]: the protocol: [`Queue`](rq::queue::Queue) to enqueue, [`Worker`](rq::worker::Worker)
 //!   to run jobs, registries, results, maintenance and the scheduler;
 //! - [`builtin`]: operational tasks (`hdx_jobs.noop`, `.echo`, `.sleep`, `.fail`);
-//! - [`config`]: settings from the environment variables HDX deployments use.
+//! - [`hdx`]: HDX's tasks under the Python wire names of the old service;
+//! - [`config`]: settings from the environment variables HDX deployments use;
+//! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs.
 //!
 //! ## Embedding
 //!
@@ -53,9 +55,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod builtin;
+pub mod ckan;
 pub mod config;
 pub mod connection;
+pub mod hdx;
+pub mod http;
 pub mod rq;
+pub mod secret;
 pub mod task;
 
 pub use connection::RedisClient;

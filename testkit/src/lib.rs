@@ -7,6 +7,8 @@
 //!   makes, driven through `testkit/python/rq_peer.py`.
 //! - [`eventually`] / [`eventually_async`]: poll a condition with a deadline instead of sleeping.
 
+pub mod http;
+
 pub use redis;
 
 use std::path::{Path, PathBuf};
