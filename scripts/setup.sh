@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# Installs and starts what hdx-jobs needs on a Debian/Ubuntu machine; safe to run again.
-#   - Redis (installed with apt if missing, started on 127.0.0.1:6379 if not answering)
+# Installs and starts what hdx-jobs and its tests need on a Debian/Ubuntu machine; safe to run
+# again (it installs only what is missing):
+#   - Redis (started on 127.0.0.1:6379 if not answering)
+#   - PostgreSQL with PostGIS (started if not running; a superuser role for the current OS user,
+#     reached through the local socket)
+#   - GDAL (library and tools), Chromium and ChromeDriver (monitor tests), wrk (benchmarks)
 #   - Python 3 with venv, for the Python rq peer of the tests and benchmarks
 # Rust (cargo) must already be there: https://rustup.rs
 set -euo pipefail
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 
 command -v cargo >/dev/null || { log "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v redis-cli >/dev/null || missing+=(redis-tools)
-command -v python3 >/dev/null || missing+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
+updated=false
+install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  if ! $updated; then
+    $sudo apt-get update -qq
+    updated=true
+  fi
   log "installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
 
+command -v redis-server >/dev/null || install redis-server
+command -v redis-cli >/dev/null || install redis-tools
+command -v python3 >/dev/null || install python3
+python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || install postgresql
+pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
+install "postgresql-$pg_version-postgis-3" pkg-config libgdal-dev gdal-bin zip unzip \
+  chromium chromium-driver wrk
+
+# Redis.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -34,4 +50,21 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis does not answer on 127.0.0.1:6379"; exit 1; }
-log "Redis $(redis-cli -h 127.0.0.1 -p 6379 info server | sed -n 's/^redis_version:\(.*\)\r$/\1/p') is up"
+
+# PostgreSQL.
+if ! pg_isready -q -h /var/run/postgresql 2>/dev/null; then
+  log "starting PostgreSQL $pg_version"
+  $sudo pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start 2>/dev/null \
+    || $sudo pg_ctlcluster "$pg_version" main start
+  for _ in $(seq 100); do
+    pg_isready -q -h /var/run/postgresql && break
+    sleep 0.1
+  done
+fi
+user=$(id -un)
+if ! psql -h /var/run/postgresql -U "$user" -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+  log "creating the PostgreSQL superuser role $user"
+  (cd / && $sudo -u postgres createuser -s "$user" 2>/dev/null) || (cd / && su postgres -c "createuser -s $user")
+fi
+log "Redis $(redis-cli -h 127.0.0.1 -p 6379 info server | sed -n 's/^redis_version:\(.*\)\r$/\1/p')," \
+  "PostgreSQL $pg_version with PostGIS, GDAL $(gdal-config --version) are ready"

@@ -185,6 +185,32 @@ pub(crate) async fn run(
             println!("workers resumed");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { bind } => serve(config.clone(), bind).await,
+    }
+}
+
+/// `hdx-jobs serve`: the HTTP API until SIGINT/SIGTERM.
+async fn serve(core: Config, bind: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut config = hdx_jobs_server::ServerConfig::from_env()?;
+    config.core = core;
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    hdx_jobs_server::serve(config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

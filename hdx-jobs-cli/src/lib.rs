@@ -60,13 +60,21 @@ pub enum Command {
     },
     /// Resume suspended workers.
     Resume,
+    /// Serve the HTTP API (CKAN's endpoints, /monitor, /metrics, /openapi.json).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:APP_PORT, port 5000).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     logging::init(cli.log_format, &cli.log_level);
-    let config = hdx_jobs::config::Config::from_env()?;
-    let url = cli.url.clone().unwrap_or_else(|| config.redis_url.clone());
-    let redis = hdx_jobs::RedisClient::open(&url)?;
+    let mut config = hdx_jobs::config::Config::from_env()?;
+    if let Some(url) = &cli.url {
+        config.redis_url = url.clone();
+    }
+    let redis = hdx_jobs::RedisClient::open(&config.redis_url)?;
     commands::run(cli.command, redis, &config).await
 }

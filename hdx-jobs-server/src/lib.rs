@@ -1,59 +1,200 @@
-//! The HTTP API of hdx-jobs, a thin layer over the `hdx-jobs` library.
+//! The HTTP API of hdx-jobs, thin over the `hdx-jobs` library.
 //!
-//! For now it answers the health and version endpoints; CKAN's endpoints arrive with the HTTP
-//! API issue. [`router`] builds the routes over an [`AppState`]; [`serve`] binds and runs them
-//! until the shutdown future completes (the mini-redis shape: the binary only parses arguments).
+//! It keeps the old service's contract with CKAN (same paths, methods, JSON and status codes;
+//! the same jobs on the same queues), and adds health and readiness probes, Prometheus
+//! `/metrics`, an operators' `/monitor`, optional bearer-token auth, and `/openapi.json`
+//! generated from the handlers. [`router`] builds the routes over an [`AppState`]; [`run`]
+//! serves them on a listener until a shutdown future completes; [`serve`] binds the configured
+//! address first (the shape of mini-redis: binaries only parse arguments).
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http_metrics;
+pub mod routes;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
 use hdx_jobs::RedisClient;
-use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// What every handler can reach.
+pub use config::ServerConfig;
+use error::ApiError;
+use routes::{checks, enqueue, health, layers, metrics, monitor};
+
+/// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: RedisClient,
+    config: ServerConfig,
+    http_metrics: http_metrics::HttpMetrics,
+}
+
+impl AppState {
+    /// State over a Redis client and the configuration.
+    pub fn new(redis: RedisClient, config: ServerConfig) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                redis,
+                config,
+                http_metrics: Default::default(),
+            }),
+        }
+    }
+
     /// The queue Redis.
-    pub redis: RedisClient,
-}
+    pub fn redis(&self) -> &RedisClient {
+        &self.inner.redis
+    }
 
-/// The service's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/version", get(version))
-        .route("/about", get(version))
-        .with_state(state)
-}
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
 
-async fn version() -> Json<Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
-}
-
-/// Ready when Redis answers.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let ping = async {
-        let mut conn = state.redis.conn().await.map_err(|e| e.to_string())?;
-        redis_ping(&mut conn).await
-    };
-    match ping.await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": e})),
-        ),
+    /// This process's request metrics.
+    pub fn http_metrics(&self) -> &http_metrics::HttpMetrics {
+        &self.inner.http_metrics
     }
 }
 
-async fn redis_ping(conn: &mut hdx_jobs::connection::PooledConnection) -> Result<(), String> {
-    hdx_jobs::connection::ping(conn)
-        .await
-        .map_err(|e| e.to_string())
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hdx-jobs",
+        description = "Background jobs for the Humanitarian Data Exchange: the API CKAN calls, health, metrics and the monitor."
+    ),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    monitor::page,
+    monitor::overview,
+    monitor::job_list,
+    monitor::job,
+    monitor::requeue_job,
+    monitor::delete_job,
+    monitor::requeue_failed,
+    monitor::empty_queue
+))]
+struct MonitorDoc;
+
+/// The routes with their OpenAPI description.
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(enqueue::add_layer))
+        .routes(routes!(enqueue::send_analytics))
+        .routes(routes!(enqueue::create_change_events))
+        .routes(routes!(enqueue::file_structure_check))
+        .routes(routes!(layers::delete_layers_default))
+        .routes(routes!(layers::delete_layers))
+        .routes(routes!(layers::delete_one_layer))
+        .routes(routes!(checks::run_checks))
+        .routes(routes!(health::version))
+        .routes(routes!(health::about))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, with the monitor's paths under the configured `MONITOR_URL`.
+pub fn openapi(config: &ServerConfig) -> utoipa::openapi::OpenApi {
+    let (_, mut api) = documented_routes();
+    let mut monitor_doc = MonitorDoc::openapi();
+    let paths = std::mem::take(&mut monitor_doc.paths.paths);
+    for (path, item) in paths {
+        let rebased = format!(
+            "{}{}",
+            config.monitor_path,
+            path.trim_start_matches("/monitor")
+        );
+        monitor_doc.paths.paths.insert(rebased, item);
+    }
+    api.merge(monitor_doc);
+    api.paths.paths.insert(
+        "/openapi.json".into(),
+        utoipa::openapi::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .tag("health")
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("OpenAPI 3.1 document")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new().build(),
+                        ),
+                ),
+        ),
+    );
+    api
+}
+
+/// Every route of the service.
+pub fn router(state: AppState) -> Router {
+    let config = state.config().clone();
+    let m = config.monitor_path.clone();
+    let api = openapi(&config);
+    let (documented, _) = documented_routes();
+    documented
+        .route("/openapi.json", get(move || async move { Json(api) }))
+        .route(&m, get(monitor::page))
+        .route(&format!("{m}/"), get(monitor::page))
+        .route(&format!("{m}/api/overview"), get(monitor::overview))
+        .route(
+            &format!("{m}/api/queues/{{queue}}/jobs"),
+            get(monitor::job_list),
+        )
+        .route(&format!("{m}/api/jobs/{{id}}"), get(monitor::job))
+        .route(
+            &format!("{m}/api/jobs/{{id}}/requeue"),
+            post(monitor::requeue_job),
+        )
+        .route(
+            &format!("{m}/api/jobs/{{id}}/delete"),
+            post(monitor::delete_job),
+        )
+        .route(
+            &format!("{m}/api/queues/{{queue}}/requeue-failed"),
+            post(monitor::requeue_failed),
+        )
+        .route(
+            &format!("{m}/api/queues/{{queue}}/empty"),
+            post(monitor::empty_queue),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http_metrics::record,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            // A bug, never input: answer it like any server error instead of dropping the connection.
+            axum::response::IntoResponse::into_response(ApiError::internal("internal error"))
+        }))
+        .with_state(state)
 }
 
 /// Errors of the server.
@@ -63,27 +204,49 @@ pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         /// Why.
         source: std::io::Error,
     },
+    /// The Redis URL is invalid.
+    #[error(transparent)]
+    Redis(#[from] hdx_jobs::rq::error::RqError),
     /// The server failed while running.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Binds `addr` and serves until `shutdown` completes.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serves `state` on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    tracing::info!(addr = %listener.local_addr()?, "serving HTTP");
+    let config = state.config();
+    if config.api_token.is_none() {
+        tracing::warn!("HDX_JOBS_API_TOKEN is not set: /api/* and the monitor's actions are open to anyone who can reach this port");
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        monitor = %config.monitor_path,
+        redis = %state.redis().display_url(),
+        "serving the hdx-jobs API"
+    );
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Binds the configured address and serves until `shutdown` completes.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let redis = RedisClient::open(&config.core.redis_url)?;
+    let addr = config.bind;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    run(listener, AppState::new(redis, config), shutdown).await
 }

@@ -24,6 +24,10 @@ pub struct Config {
     pub log_level: String,
     /// CKAN and how HDX's tasks talk to it.
     pub ckan: CkanConfig,
+    /// The PostGIS database of the layers.
+    pub gis_db: crate::geo::config::GisDbConfig,
+    /// Geopreview import settings.
+    pub geopreview: crate::geo::config::GeopreviewConfig,
 }
 
 /// CKAN settings.
@@ -178,6 +182,8 @@ impl Config {
             job_timeout: env.parse("RQ_WORKER_TIMEOUT")?.unwrap_or(180),
             log_level: env.string_or("LOG_LEVEL", "INFO"),
             ckan: CkanConfig::from_env(&env)?,
+            gis_db: crate::geo::config::GisDbConfig::from_env(&env)?,
+            geopreview: crate::geo::config::GeopreviewConfig::from_env(&env)?,
         })
     }
 }

@@ -1,28 +1,35 @@
-//! Redis connections: one pool for short commands, dedicated connections for long-lived users.
+//! Redis connections: one shared, self-healing multiplexed connection per client, and
+//! dedicated connections for long-lived users.
 //!
-//! The pool (deadpool-redis) suits callers that run a few commands and give the connection back
-//! (the CLI, the HTTP server). It pings a connection each time it is taken, so hot loops (the
-//! worker) take a multiplexed connection once and share it between their tasks instead; blocking
-//! commands and pub/sub get connections of their own so they never stall other traffic.
+//! A multiplexed connection already serves any number of concurrent callers, so there is no
+//! pool: [`RedisClient::conn`] hands out clones of one `ConnectionManager`, which reconnects
+//! with backoff after Redis goes away. (A pool such as deadpool-redis pings every connection it
+//! lends, doubling the round trips of a one-command request; the HTTP API measured 7.3k req/s
+//! with it against more than 10k without, see docs/benchmarks.md.) Blocking commands and
+//! pub/sub get connections of their own so they never stall other traffic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
+use tokio::sync::OnceCell;
 
-use crate::rq::error::{RqError, RqResult};
+use crate::rq::error::RqResult;
 
 /// How long a normal command may take before the connection is considered broken. Generous,
 /// because a batch enqueue of many thousand jobs is one long reply.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shared connection handed out by [`RedisClient::conn`].
+pub type RedisConnection = ConnectionManager;
+
 /// A handle on one Redis database: cheap to clone, shared by everything in a process.
 #[derive(Clone)]
 pub struct RedisClient {
     client: redis::Client,
-    pool: Pool,
+    shared: Arc<OnceCell<ConnectionManager>>,
     display_url: String,
 }
 
@@ -38,23 +45,27 @@ impl RedisClient {
     /// Opens a client for a `redis://host:port/db` URL. No connection is made until first use.
     pub fn open(url: &str) -> RqResult<Self> {
         let client = redis::Client::open(url)?;
-        let config = connection_config(Some(RESPONSE_TIMEOUT));
-        let manager = Manager::new_with_config(url, config)?;
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| RqError::Pool(e.to_string()))?;
         Ok(RedisClient {
             client,
-            pool,
+            shared: Arc::new(OnceCell::new()),
             display_url: mask_password(url),
         })
     }
 
-    /// A pooled connection for a few commands.
-    pub async fn conn(&self) -> RqResult<PooledConnection> {
-        Ok(self.pool.get().await?)
+    /// The shared connection (clone it freely; it reconnects by itself after failures).
+    pub async fn conn(&self) -> RqResult<RedisConnection> {
+        let manager = self
+            .shared
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(3)
+                    .set_max_delay(Duration::from_secs(2));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await?;
+        Ok(manager.clone())
     }
 
     /// A connection of the caller's own, multiplexed (clone it to share it between tasks).
@@ -63,7 +74,9 @@ impl RedisClient {
         &self,
         response_timeout: Option<Duration>,
     ) -> RqResult<MultiplexedConnection> {
-        let config = connection_config(response_timeout);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(response_timeout);
         Ok(self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -86,19 +99,10 @@ impl RedisClient {
     }
 }
 
-/// A connection taken from the pool.
-pub type PooledConnection = deadpool_redis::Connection;
-
 /// Checks that Redis answers.
 pub async fn ping<C: redis::aio::ConnectionLike + Send>(conn: &mut C) -> RqResult<()> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
-}
-
-fn connection_config(response_timeout: Option<Duration>) -> AsyncConnectionConfig {
-    AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(response_timeout)
 }
 
 /// Hides the password of a URL: `redis://:secret@host` -> `redis://:***@host`.

@@ -58,6 +58,7 @@ pub mod builtin;
 pub mod ckan;
 pub mod config;
 pub mod connection;
+pub mod geo;
 pub mod hdx;
 pub mod http;
 pub mod rq;

@@ -337,3 +337,75 @@ impl Drop for PrivateRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// How tests reach PostgreSQL (`HDX_TEST_PG`, a `key=value` connection string; default: the
+/// local socket as the current OS user, which scripts/setup.sh makes a superuser).
+pub fn pg_base_config() -> String {
+    std::env::var("HDX_TEST_PG").unwrap_or_else(|_| {
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres".into());
+        format!("host=/var/run/postgresql user={user}")
+    })
+}
+
+/// A PostgreSQL database of the test's own, with PostGIS, dropped on drop.
+#[derive(Debug)]
+pub struct TestPostgres {
+    /// The database name.
+    pub dbname: String,
+}
+
+impl TestPostgres {
+    /// Creates `hdx_jobs_test_<pid>_<n>` with the PostGIS extension.
+    pub fn new() -> Self {
+        let dbname = format!("hdx_jobs_test_{}_{}", std::process::id(), unique_suffix());
+        let mut admin = Self::admin();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {dbname}"))
+            .expect("create the test database");
+        let test = TestPostgres { dbname };
+        test.client()
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            .expect("enable PostGIS");
+        test
+    }
+
+    fn admin() -> postgres::Client {
+        let base = pg_base_config();
+        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("tests need PostgreSQL ({base}; HDX_TEST_PG): {e}"))
+    }
+
+    /// The `key=value` connection string of the database.
+    pub fn conn_string(&self) -> String {
+        format!("{} dbname={}", pg_base_config(), self.dbname)
+    }
+
+    /// A synchronous client, for setting up and asserting.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.conn_string(), postgres::NoTls)
+            .expect("connect to the test database")
+    }
+}
+
+impl Default for TestPostgres {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(
+            &format!("{} dbname=postgres", pg_base_config()),
+            postgres::NoTls,
+        ) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.dbname
+            ));
+        }
+    }
+}

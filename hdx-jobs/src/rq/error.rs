@@ -8,9 +8,6 @@ pub enum RqError {
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No connection could be taken from the pool.
-    #[error("redis pool: {0}")]
-    Pool(String),
     /// A payload, meta or result could not be encoded or decoded.
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -42,17 +39,7 @@ impl RqError {
                     || e.is_timeout()
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
             }
-            RqError::Pool(_) => true,
             _ => false,
-        }
-    }
-}
-
-impl From<deadpool_redis::PoolError> for RqError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        match e {
-            deadpool_redis::PoolError::Backend(e) => RqError::Redis(e),
-            other => RqError::Pool(other.to_string()),
         }
     }
 }

@@ -14,6 +14,7 @@ use chrono::Utc;
 use redis::aio::ConnectionLike;
 
 use super::error::RqResult;
+use super::job::Job;
 use super::keys;
 use super::registry::{self, Registry};
 use super::results::encode_exc_string;
@@ -101,6 +102,10 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
     ));
     for member in expired {
         let (id, x) = registry::split_member(&member);
+        let func = match Job::fetch(conn, id).await? {
+            Some(job) => job.payload().map(|p| p.func_name).unwrap_or_default(),
+            None => String::new(),
+        };
         let outcome: String = scripts::FAIL
             .prepare_invoke()
             .arg(id)
@@ -116,6 +121,8 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
             .arg("1")
             .arg(0)
             .arg(0)
+            .arg("")
+            .arg(&func)
             .arg("")
             .invoke_async(conn)
             .await?;

@@ -12,6 +12,7 @@ pub mod job;
 pub mod jobs;
 pub mod keys;
 pub mod maintenance;
+pub mod metrics;
 pub mod payload;
 pub mod queue;
 pub mod registry;

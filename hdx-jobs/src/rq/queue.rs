@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::error::{RqError, RqResult};
 use super::job::{is_valid_job_id, new_job_id, JobStatus};
 use super::keys;
+use super::metrics;
 use super::payload::{self, CallPayload, Serializer};
 use super::registry::Registry;
 use super::scripts;
@@ -356,8 +357,20 @@ impl Queue {
                 .arg(&id)
                 .ignore();
         }
+        let mut per_func: std::collections::BTreeMap<&str, i64> = Default::default();
+        for spec in &specs {
+            *per_func.entry(spec.func_name.as_str()).or_default() += 1;
+        }
+        for (func, n) in per_func {
+            pipe.cmd("HINCRBY")
+                .arg(metrics::JOBS_KEY)
+                .arg(metrics::counter_field("enqueued", &self.name, func))
+                .arg(n)
+                .ignore();
+        }
+        let first_plain = ids.iter().find(|id| !dependent.iter().any(|(d, _)| d == *id)).map(|id| keys::job(id));
+        self.run_transaction(&pipe, first_plain.as_deref()).await?;
         let mut conn = self.redis.conn().await?;
-        let () = pipe.query_async(&mut conn).await?;
         for (id, spec) in dependent {
             let fields =
                 spec.hash_fields(&self.name, self.default_timeout, &now, JobStatus::Queued)?;
@@ -415,9 +428,40 @@ impl Queue {
         if let Some(ttl) = spec.ttl.filter(|t| *t > 0) {
             pipe.cmd("EXPIRE").arg(keys::job(&id)).arg(ttl).ignore();
         }
-        let mut conn = self.redis.conn().await?;
-        let () = pipe.query_async(&mut conn).await?;
+        pipe.cmd("HINCRBY")
+            .arg(metrics::JOBS_KEY)
+            .arg(metrics::counter_field(
+                "enqueued",
+                &self.name,
+                &spec.func_name,
+            ))
+            .arg(1)
+            .ignore();
+        self.run_transaction(&pipe, Some(&keys::job(&id))).await?;
         Ok(id)
+    }
+
+    /// Runs an enqueue transaction. When the shared connection turns out to be dead (Redis
+    /// restarted since the last call), it is run once more on the fresh connection, unless
+    /// `marker` (a key the transaction creates) shows the first attempt went through: a
+    /// transaction applies whole or not at all, so no job is written twice.
+    async fn run_transaction(&self, pipe: &redis::Pipeline, marker: Option<&str>) -> RqResult<()> {
+        let mut conn = self.redis.conn().await?;
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(error = %e, "redis connection lost during enqueue; checking and retrying once");
+                let mut conn = self.redis.conn().await?;
+                if let Some(marker) = marker {
+                    let applied: bool = redis::cmd("EXISTS").arg(marker).query_async(&mut conn).await?;
+                    if applied {
+                        return Ok(());
+                    }
+                }
+                Ok(pipe.query_async::<()>(&mut conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Enqueues a job to run after `delay`.

@@ -135,3 +135,14 @@ local function delete_job(id)
   redis.call('DEL', jk, jk .. ':dependents', 'rq:job::' .. id .. ':dependencies',
              'rq:executions:' .. id, 'rq:results:' .. id)
 end
+
+-- Cluster-wide job metrics, read by the HTTP server's /metrics (our own keys, `hdx:` prefix):
+-- a counter per event, queue and task, and a duration histogram (one bucket per job; the
+-- reader makes it cumulative).
+local function count_job(event, queue, func, duration, bucket)
+  redis.call('HINCRBY', 'hdx:metrics:jobs', event .. '\t' .. queue .. '\t' .. func, 1)
+  if bucket ~= '' then
+    redis.call('HINCRBY', 'hdx:metrics:durations', queue .. '\t' .. func .. '\t' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', 'hdx:metrics:durations', queue .. '\t' .. func .. '\tsum', duration)
+  end
+end

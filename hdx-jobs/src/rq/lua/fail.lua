@@ -6,7 +6,8 @@
 -- lease refreshed meanwhile is left alone; the worker name is '').
 --
 -- ARGV: id, execution_id ('' for an RQ 1.13 member), origin, worker, now_s, ts, started_f,
---       ended_f, exc_string_b64, mode, allow_retry (1/0), min_wait_s, duration, next_current_job
+--       ended_f, exc_string_b64, mode, allow_retry (1/0), min_wait_s, duration, next_current_job,
+--       func, duration_bucket ('' when the run was not timed, e.g. abandoned)
 -- Returns 'failed' | 'stopped' | 'retried' | 'scheduled' | 'lost' | 'alive' | 'gone'.
 local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_s, ts = tonumber(ARGV[5]), ARGV[6]
@@ -26,6 +27,7 @@ local jk = job_key(id)
 end_execution(id, x, origin)
 worker_job_done(w, id, ARGV[14], 'failed_job_count', ARGV[13])
 if redis.call('EXISTS', jk) == 0 then return 'gone' end
+local func, bucket = ARGV[15], ARGV[16]
 
 local retries = hget_num(jk, 'retries_left') or 0
 if mode ~= 'stopped' and allow_retry and retries > 0 then
@@ -50,6 +52,7 @@ if mode ~= 'stopped' and allow_retry and retries > 0 then
   end
   local ttl = hget_num(jk, 'ttl')
   if ttl and ttl > 0 then expire_job(id, ttl) end
+  count_job(mode == 'abandoned' and 'abandoned' or 'retried', origin, func, ARGV[13], bucket)
   return result
 end
 
@@ -81,4 +84,5 @@ if failure_ttl_field then
   end
 end
 if mode ~= 'stopped' then release_dependents(id, ts, true) end
+count_job(mode == 'failed' and 'failed' or mode, origin, func, ARGV[13], bucket)
 return status

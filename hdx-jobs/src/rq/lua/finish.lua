@@ -2,7 +2,7 @@
 -- (maintenance may have failed or retried it after a long outage; then nothing is written).
 --
 -- ARGV: id, execution_id, origin, worker, now_s, ts, started_f, ended_f, default_result_ttl,
---       return_value_b64 ('' for None), duration, next_current_job
+--       return_value_b64 ('' for None), duration, next_current_job, func, duration_bucket
 -- Returns 1 when recorded, 0 when the lease was lost.
 local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_s, ts = tonumber(ARGV[5]), ARGV[6]
@@ -14,6 +14,7 @@ local jk = job_key(id)
 local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[9])
 end_execution(id, x, origin)
 worker_job_done(w, id, ARGV[12], 'successful_job_count', ARGV[11])
+count_job('finished', origin, ARGV[13], ARGV[11], ARGV[14])
 if redis.call('EXISTS', jk) == 0 then return 1 end
 
 redis.call('HSET', jk, 'status', 'finished', 'ended_at', ts, 'last_heartbeat', ts)

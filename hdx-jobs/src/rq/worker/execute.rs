@@ -469,6 +469,7 @@ impl JobRun {
     ) {
         let shared = &self.shared;
         let next_current = self.next_current_job();
+        let bucket = crate::rq::metrics::bucket_label(duration.as_secs_f64());
         let outcome = match outcome {
             Outcome::Success(value) => match encode_return_value(&value, serializer) {
                 Ok(encoded) => Ok(encoded.unwrap_or_default()),
@@ -510,7 +511,9 @@ impl JobRun {
                                 .arg(shared.options.default_result_ttl)
                                 .arg(return_value)
                                 .arg(duration.as_secs_f64())
-                                .arg(&next_current);
+                                .arg(&next_current)
+                                .arg(func_name)
+                                .arg(&bucket);
                             async move {
                                 let recorded: i64 = invocation.invoke_async(&mut conn).await?;
                                 Ok(if recorded == 1 {
@@ -552,7 +555,9 @@ impl JobRun {
                                 .arg(if *allow_retry { "1" } else { "0" })
                                 .arg(min_wait)
                                 .arg(duration.as_secs_f64())
-                                .arg(&next_current);
+                                .arg(&next_current)
+                                .arg(func_name)
+                                .arg(&bucket);
                             async move { Ok(invocation.invoke_async::<String>(&mut conn).await?) }
                         },
                         give_up,

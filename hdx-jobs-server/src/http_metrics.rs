@@ -1,0 +1,122 @@
+//! Request counts and latencies of this server process, for `/metrics`, recorded by a
+//! middleware keyed by the matched route (not the raw path, so ids do not explode the series).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+
+/// Latency bucket bounds in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Series {
+    /// `(method, route, status) -> count`.
+    requests: BTreeMap<(String, String, u16), u64>,
+    /// `(method, route) -> (bucket counts (non-cumulative, +Inf last), sum)`.
+    latencies: BTreeMap<(String, String), (Vec<u64>, f64)>,
+}
+
+/// The recorded series.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    series: Mutex<Series>,
+}
+
+impl HttpMetrics {
+    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let Ok(mut series) = self.series.lock() else {
+            return;
+        };
+        *series
+            .requests
+            .entry((method.into(), route.into(), status))
+            .or_default() += 1;
+        let (buckets, sum) = series
+            .latencies
+            .entry((method.into(), route.into()))
+            .or_insert_with(|| (vec![0; LATENCY_BUCKETS.len() + 1], 0.0));
+        let index = LATENCY_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        buckets[index] += 1;
+        *sum += seconds;
+    }
+
+    /// Renders the series in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let Ok(series) = self.series.lock() else {
+            return;
+        };
+        crate::routes::metrics::header(
+            out,
+            "hdx_jobs_http_requests_total",
+            "counter",
+            "HTTP requests served, by method, route and status.",
+        );
+        for ((method, route, status), count) in &series.requests {
+            let labels = crate::routes::metrics::labels(&[
+                ("method", method),
+                ("route", route),
+                ("status", &status.to_string()),
+            ]);
+            out.push_str(&format!("hdx_jobs_http_requests_total{labels} {count}\n"));
+        }
+        crate::routes::metrics::header(
+            out,
+            "hdx_jobs_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency, by method and route.",
+        );
+        for ((method, route), (buckets, sum)) in &series.latencies {
+            let mut cumulative = 0;
+            for (i, count) in buckets.iter().enumerate() {
+                cumulative += count;
+                let le = LATENCY_BUCKETS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                let labels = crate::routes::metrics::labels(&[
+                    ("method", method),
+                    ("route", route),
+                    ("le", &le),
+                ]);
+                out.push_str(&format!(
+                    "hdx_jobs_http_request_duration_seconds_bucket{labels} {cumulative}\n"
+                ));
+            }
+            let labels = crate::routes::metrics::labels(&[("method", method), ("route", route)]);
+            out.push_str(&format!(
+                "hdx_jobs_http_request_duration_seconds_sum{labels} {sum}\n"
+            ));
+            out.push_str(&format!(
+                "hdx_jobs_http_request_duration_seconds_count{labels} {cumulative}\n"
+            ));
+        }
+    }
+}
+
+/// The middleware.
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state.http_metrics().observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}

@@ -1,0 +1,167 @@
+//! `/metrics` in Prometheus text format: the deployment's job counters and duration histograms
+//! (from Redis, so every worker's jobs count), queue depths per registry, live workers, and this
+//! process's HTTP requests.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use hdx_jobs::rq::{info, metrics};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Writes `# HELP` and `# TYPE` lines.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+/// `{a="x",b="y"}` with Prometheus escaping.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// The metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let redis = state.redis();
+    let (jobs, queues, workers) = tokio::try_join!(
+        metrics::read(redis),
+        info::queues(redis),
+        info::workers(redis)
+    )
+    .map_err(ApiError::internal)?;
+    let mut out = String::new();
+
+    for (event, help) in [
+        ("enqueued", "Jobs enqueued through hdx-jobs"),
+        ("finished", "Jobs that succeeded"),
+        ("failed", "Jobs that failed for good"),
+        ("retried", "Failed runs that were retried"),
+        ("stopped", "Jobs stopped by a stop-job command"),
+        (
+            "abandoned",
+            "Jobs whose worker died, failed or retried by maintenance",
+        ),
+    ] {
+        let name = format!("hdx_jobs_jobs_{event}_total");
+        header(
+            &mut out,
+            &name,
+            "counter",
+            &format!("{help}, by queue and task."),
+        );
+        for ((e, queue, task), count) in &jobs.counters {
+            if e == event {
+                out.push_str(&format!(
+                    "{name}{} {count}\n",
+                    labels(&[("queue", queue), ("task", task)])
+                ));
+            }
+        }
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_job_duration_seconds",
+        "histogram",
+        "Job run time, by queue and task.",
+    );
+    for ((queue, task), histogram) in &jobs.durations {
+        for (le, count) in &histogram.buckets {
+            let l = labels(&[("queue", queue), ("task", task), ("le", le)]);
+            out.push_str(&format!(
+                "hdx_jobs_job_duration_seconds_bucket{l} {count}\n"
+            ));
+        }
+        let l = labels(&[("queue", queue), ("task", task)]);
+        out.push_str(&format!(
+            "hdx_jobs_job_duration_seconds_sum{l} {}\n",
+            histogram.sum
+        ));
+        out.push_str(&format!(
+            "hdx_jobs_job_duration_seconds_count{l} {}\n",
+            histogram.count
+        ));
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_queue_jobs",
+        "gauge",
+        "Jobs per queue and registry (queued = waiting).",
+    );
+    for q in &queues {
+        for (registry, n) in [
+            ("queued", q.queued),
+            ("started", q.started),
+            ("finished", q.finished),
+            ("failed", q.failed),
+            ("deferred", q.deferred),
+            ("scheduled", q.scheduled),
+            ("canceled", q.canceled),
+        ] {
+            out.push_str(&format!(
+                "hdx_jobs_queue_jobs{} {n}\n",
+                labels(&[("queue", &q.name), ("registry", registry)])
+            ));
+        }
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_workers",
+        "gauge",
+        "Live workers, by state.",
+    );
+    let mut by_state = std::collections::BTreeMap::<&str, u64>::new();
+    for w in &workers {
+        *by_state.entry(w.state.as_str()).or_default() += 1;
+    }
+    for (worker_state, n) in by_state {
+        out.push_str(&format!(
+            "hdx_jobs_workers{} {n}\n",
+            labels(&[("state", worker_state)])
+        ));
+    }
+    header(
+        &mut out,
+        "hdx_jobs_queue_workers",
+        "gauge",
+        "Live workers listening on each queue.",
+    );
+    for q in &queues {
+        let n = workers
+            .iter()
+            .filter(|w| w.queues.contains(&q.name))
+            .count();
+        out.push_str(&format!(
+            "hdx_jobs_queue_workers{} {n}\n",
+            labels(&[("queue", &q.name)])
+        ));
+    }
+
+    state.http_metrics().render(&mut out);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}

@@ -1,0 +1,9 @@
+//! The routes, grouped by what they serve. Each module's handlers carry their OpenAPI
+//! description (utoipa), so `/openapi.json` is generated from the code.
+
+pub mod checks;
+pub mod enqueue;
+pub mod health;
+pub mod layers;
+pub mod metrics;
+pub mod monitor;

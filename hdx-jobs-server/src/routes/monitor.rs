@@ -1,0 +1,301 @@
+//! `/monitor` (path from `MONITOR_URL`): a dashboard for operators in the spirit of
+//! rq-dashboard (queues with their registries, workers, jobs with paging, a job's arguments and
+//! result or error; requeue, delete, empty), refreshing itself, and the JSON API behind it.
+//! Reading is open; actions need the bearer token when one is configured.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Html;
+use axum::Json;
+use hdx_jobs::rq::error::RqError;
+use hdx_jobs::rq::queue::Queue;
+use hdx_jobs::rq::registry::Registry;
+use hdx_jobs::rq::{info, jobs};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use crate::AppState;
+
+const PAGE: &str = include_str!("../../assets/monitor.html");
+
+/// The dashboard page.
+#[utoipa::path(get, path = "/monitor", tag = "monitor", responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
+pub async fn page(State(state): State<AppState>) -> Html<String> {
+    Html(PAGE.replace("__MONITOR_PATH__", &state.config().monitor_path))
+}
+
+fn rq_error(e: RqError) -> ApiError {
+    match e {
+        RqError::NoSuchJob(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "NoSuchJobError", e.to_string())
+        }
+        RqError::Refused(_) => {
+            ApiError::new(StatusCode::CONFLICT, "InvalidJobOperation", e.to_string())
+        }
+        RqError::InvalidQueueName(_) | RqError::InvalidJobId(_) | RqError::InvalidArgument(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// Queues and workers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    /// Every queue with its counts per registry.
+    #[schema(value_type = Vec<Object>)]
+    queues: Vec<info::QueueSummary>,
+    /// Every live worker.
+    #[schema(value_type = Vec<Object>)]
+    workers: Vec<info::WorkerSummary>,
+}
+
+/// Queues with counts per registry, and workers with state and current job.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/overview",
+    tag = "monitor",
+    responses((status = 200, body = Overview), (status = 500, body = ErrorBody))
+)]
+pub async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, ApiError> {
+    let redis = state.redis();
+    let (queues, workers) =
+        tokio::try_join!(info::queues(redis), info::workers(redis)).map_err(rq_error)?;
+    Ok(Json(Overview { queues, workers }))
+}
+
+/// Paging of a job list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// `queued` (default) or a registry: started, finished, failed, deferred, scheduled, canceled.
+    registry: Option<String>,
+    /// Page, from 1.
+    page: Option<u64>,
+    /// Jobs per page (default 20, at most 200).
+    per_page: Option<u64>,
+}
+
+/// One row of a job list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobRow {
+    /// Job id.
+    id: String,
+    /// Status (`missing` when the hash is gone).
+    status: String,
+    /// Task wire name.
+    func_name: Option<String>,
+    /// Description.
+    description: Option<String>,
+    /// When it was created.
+    created_at: Option<String>,
+    /// When it ended.
+    ended_at: Option<String>,
+    /// The error's last line, for failed jobs.
+    error: Option<String>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The queue.
+    queue: String,
+    /// The registry (or `queued`).
+    registry: String,
+    /// Jobs in that list.
+    total: u64,
+    /// This page.
+    page: u64,
+    /// Page size.
+    per_page: u64,
+    /// The jobs.
+    jobs: Vec<JobRow>,
+}
+
+/// Jobs of a queue or one of its registries, paged.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/queues/{queue}/jobs",
+    tag = "monitor",
+    params(("queue" = String, Path, description = "Queue name"), JobListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn job_list(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+    ApiQuery(query): ApiQuery<JobListQuery>,
+) -> Result<Json<JobPage>, ApiError> {
+    let per_page = query.per_page.unwrap_or(20).clamp(1, 200);
+    let page = query.page.unwrap_or(1).clamp(1, 10_000_000);
+    let offset = (page - 1) * per_page;
+    let registry_name = query.registry.unwrap_or_else(|| "queued".into());
+    let q = Queue::new(state.redis().clone(), &queue).map_err(rq_error)?;
+    let (total, ids) = if registry_name == "queued" {
+        (
+            q.count().await.map_err(rq_error)?,
+            q.job_ids(offset, per_page).await.map_err(rq_error)?,
+        )
+    } else {
+        let registry = Registry::parse(&registry_name)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown registry {registry_name:?}")))?;
+        let mut conn = state.redis().conn().await.map_err(rq_error)?;
+        let total = registry.count(&mut conn, &queue).await.map_err(rq_error)?;
+        let ids = registry
+            .job_ids(&mut conn, &queue, offset, per_page)
+            .await
+            .map_err(rq_error)?;
+        (total, ids)
+    };
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = match jobs::view(state.redis(), &id).await.map_err(rq_error)? {
+            Some(view) => JobRow {
+                error: view
+                    .latest_result
+                    .as_ref()
+                    .and_then(|r| r.exc_string.as_deref())
+                    .and_then(|t| t.trim_end().lines().last())
+                    .map(str::to_string),
+                id: view.id,
+                status: view.status,
+                func_name: view.func_name,
+                description: view.description,
+                created_at: view.created_at,
+                ended_at: view.ended_at,
+            },
+            None => JobRow {
+                id,
+                status: "missing".into(),
+                func_name: None,
+                description: None,
+                created_at: None,
+                ended_at: None,
+                error: None,
+            },
+        };
+        rows.push(row);
+    }
+    Ok(Json(JobPage {
+        queue,
+        registry: registry_name,
+        total,
+        page,
+        per_page,
+        jobs: rows,
+    }))
+}
+
+/// A job: status, arguments, result or error.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/jobs/{id}",
+    tag = "monitor",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = jobs::view(state.redis(), &id)
+        .await
+        .map_err(rq_error)?
+        .ok_or_else(|| rq_error(RqError::NoSuchJob(id)))?;
+    Ok(Json(
+        serde_json::to_value(view).map_err(ApiError::internal)?,
+    ))
+}
+
+/// Result of an action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResult {
+    /// Always true.
+    ok: bool,
+    /// How many jobs the action touched.
+    count: u64,
+}
+
+/// Requeues a failed job.
+#[utoipa::path(
+    post,
+    path = "/monitor/api/jobs/{id}/requeue",
+    tag = "monitor",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = ActionResult),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 500, body = ErrorBody)
+    )
+)]
+pub async fn requeue_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ActionResult>, ApiError> {
+    jobs::requeue(state.redis(), &id).await.map_err(rq_error)?;
+    Ok(Json(ActionResult { ok: true, count: 1 }))
+}
+
+/// Deletes a job.
+#[utoipa::path(
+    post,
+    path = "/monitor/api/jobs/{id}/delete",
+    tag = "monitor",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = ActionResult),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 500, body = ErrorBody)
+    )
+)]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ActionResult>, ApiError> {
+    jobs::delete(state.redis(), &id).await.map_err(rq_error)?;
+    Ok(Json(ActionResult { ok: true, count: 1 }))
+}
+
+/// Requeues every failed job of a queue.
+#[utoipa::path(
+    post,
+    path = "/monitor/api/queues/{queue}/requeue-failed",
+    tag = "monitor",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn requeue_failed(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let count = Queue::new(state.redis().clone(), queue)
+        .map_err(rq_error)?
+        .requeue_failed()
+        .await
+        .map_err(rq_error)?;
+    Ok(Json(ActionResult { ok: true, count }))
+}
+
+/// Deletes every waiting job of a queue.
+#[utoipa::path(
+    post,
+    path = "/monitor/api/queues/{queue}/empty",
+    tag = "monitor",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn empty_queue(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let count = Queue::new(state.redis().clone(), queue)
+        .map_err(rq_error)?
+        .empty()
+        .await
+        .map_err(rq_error)?;
+    Ok(Json(ActionResult { ok: true, count }))
+}

@@ -1,0 +1,210 @@
+//! The monitor's JSON API, `/metrics` and `/openapi.json`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use hdx_jobs::rq::queue::{JobSpec, Queue};
+use serde_json::json;
+
+fn status(server: &TestServer, id: &str) -> Option<String> {
+    server
+        .redis
+        .query(redis::cmd("HGET").arg(format!("rq:job:{id}")).arg("status"))
+}
+
+fn enqueue(server: &TestServer, queue: &str, spec: JobSpec) -> String {
+    let redis = hdx_jobs::RedisClient::open(server.redis.url()).expect("redis");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        Queue::new(redis, queue)
+            .expect("queue")
+            .enqueue(spec)
+            .await
+            .expect("enqueue")
+    })
+}
+
+#[test]
+fn the_monitor_api_lists_inspects_and_acts() {
+    let mut server = TestServer::start(&[]);
+    let failed = enqueue(
+        &server,
+        "work",
+        JobSpec::new("hdx_jobs.fail").arg("monitor me"),
+    );
+    let ok = enqueue(&server, "work", JobSpec::new("hdx_jobs.echo").arg(7));
+    let worker = server.start_worker(&["work"]);
+    testkit::eventually("jobs to run", Duration::from_secs(20), || {
+        (status(&server, &failed).as_deref() == Some("failed")
+            && status(&server, &ok).as_deref() == Some("finished"))
+        .then_some(())
+    });
+
+    let (code, overview) = server.get("/monitor/api/overview");
+    assert_eq!(code, 200);
+    let queue = overview["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["name"] == "work")
+        .expect("work")
+        .clone();
+    assert_eq!(
+        (queue["failed"].as_u64(), queue["finished"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let workers = overview["workers"].as_array().expect("workers");
+    assert_eq!(workers[0]["name"], worker.as_str());
+    assert_eq!(workers[0]["queues"], json!(["work"]));
+
+    let (code, page) = server.get("/monitor/api/queues/work/jobs?registry=failed");
+    assert_eq!(code, 200);
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["jobs"][0]["id"], failed.as_str());
+    assert_eq!(page["jobs"][0]["error"], "TaskFailed: monitor me");
+    let (_, detail) = server.get(&format!("/monitor/api/jobs/{ok}"));
+    assert_eq!(detail["args"], json!([7]));
+    assert_eq!(
+        detail["latest_result"]["return_value"],
+        json!({"args": [7], "kwargs": {}})
+    );
+    assert_eq!(server.get("/monitor/api/jobs/nope").0, 404);
+    assert_eq!(
+        server.get("/monitor/api/queues/work/jobs?registry=bogus").0,
+        400
+    );
+
+    // Requeue runs it again (and it fails again), delete removes it.
+    let (code, answer) =
+        server.post_json(&format!("/monitor/api/jobs/{failed}/requeue"), &json!({}));
+    assert_eq!((code, answer), (200, json!({"ok": true, "count": 1})));
+    testkit::eventually(
+        "requeued job to fail again",
+        Duration::from_secs(20),
+        || {
+            let page = server
+                .get("/monitor/api/queues/work/jobs?registry=failed")
+                .1;
+            (page["total"] == 1 && status(&server, &failed).as_deref() == Some("failed"))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        server
+            .post_json(&format!("/monitor/api/jobs/{ok}/requeue"), &json!({}))
+            .0,
+        409,
+        "only failed jobs"
+    );
+    assert_eq!(
+        server
+            .post_json(&format!("/monitor/api/jobs/{failed}/delete"), &json!({}))
+            .0,
+        200
+    );
+    assert_eq!(status(&server, &failed), None);
+
+    let waiting: Vec<String> = (0..3)
+        .map(|_| enqueue(&server, "idle_q", JobSpec::new("hdx_jobs.noop")))
+        .collect();
+    let (_, page) = server.get("/monitor/api/queues/idle_q/jobs?per_page=2&page=2");
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["jobs"].as_array().map(Vec::len)
+        ),
+        (Some(3), Some(1))
+    );
+    assert_eq!(page["jobs"][0]["id"], waiting[2].as_str());
+    let (_, answer) = server.post_json("/monitor/api/queues/idle_q/empty", &json!({}));
+    assert_eq!(answer["count"], 3);
+    assert!(server.queued("idle_q").is_empty());
+}
+
+#[test]
+fn metrics_report_jobs_queues_workers_and_requests() {
+    let mut server = TestServer::start(&[]);
+    assert_eq!(
+        server
+            .post_json("/api/send-analytics", &json!({"event_name": "e"}))
+            .0,
+        200
+    );
+    enqueue(&server, "work", JobSpec::new("hdx_jobs.noop"));
+    let failing = enqueue(&server, "work", JobSpec::new("hdx_jobs.fail"));
+    server.start_worker(&["work"]);
+    testkit::eventually("jobs to run", Duration::from_secs(20), || {
+        (status(&server, &failing).as_deref() == Some("failed")).then_some(())
+    });
+
+    let response = TestServer::agent()
+        .get(&format!("{}/metrics", server.url))
+        .call()
+        .expect("metrics");
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .starts_with("text/plain"));
+    let (_, text) = common::read(response);
+    let text = text.as_str().expect("text").to_string();
+    for line in [
+        "hdx_jobs_jobs_enqueued_total{queue=\"analytics_q\",task=\"analyticsapi.tasks.send_event.send_event_task\"} 1",
+        "hdx_jobs_jobs_enqueued_total{queue=\"work\",task=\"hdx_jobs.noop\"} 1",
+        "hdx_jobs_jobs_finished_total{queue=\"work\",task=\"hdx_jobs.noop\"} 1",
+        "hdx_jobs_jobs_failed_total{queue=\"work\",task=\"hdx_jobs.fail\"} 1",
+        "hdx_jobs_job_duration_seconds_count{queue=\"work\",task=\"hdx_jobs.noop\"} 1",
+        "hdx_jobs_job_duration_seconds_bucket{queue=\"work\",task=\"hdx_jobs.noop\",le=\"+Inf\"} 1",
+        "hdx_jobs_queue_jobs{queue=\"analytics_q\",registry=\"queued\"} 1",
+        "hdx_jobs_queue_jobs{queue=\"work\",registry=\"failed\"} 1",
+        "hdx_jobs_queue_workers{queue=\"work\"} 1",
+        "hdx_jobs_http_requests_total{method=\"POST\",route=\"/api/send-analytics\",status=\"200\"} 1",
+        "# TYPE hdx_jobs_http_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn openapi_describes_every_endpoint() {
+    let server = TestServer::start(&[("MONITOR_URL", "/ops/monitor")]);
+    let (code, api) = server.get("/openapi.json");
+    assert_eq!(code, 200);
+    let paths = api["paths"].as_object().expect("paths");
+    for path in [
+        "/api/add-layer/dataset/{dataset_id}/resource/{resource_id}",
+        "/api/send-analytics",
+        "/api/create-change-events",
+        "/api/file-structure-check/dataset/{dataset_id}/resource/{resource_id}",
+        "/api/delete-layers",
+        "/api/delete-layers/dry-run/{dry_run}",
+        "/api/delete-one-layer/{resource_id}",
+        "/api/run-checks",
+        "/version",
+        "/about",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/ops/monitor",
+        "/ops/monitor/api/overview",
+        "/ops/monitor/api/jobs/{id}/requeue",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        server.get("/ops/monitor/api/overview").0,
+        200,
+        "the monitor follows MONITOR_URL"
+    );
+}

@@ -1,0 +1,151 @@
+//! The monitor in a real browser (headless Chromium through ChromeDriver, both from Debian's
+//! packages, installed by scripts/setup.sh): the page shows a failed job with its error, and
+//! clicking "requeue" moves it back to its queue.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::TestServer;
+use fantoccini::{ClientBuilder, Locator};
+use hdx_jobs::rq::queue::{JobSpec, Queue};
+use hdx_jobs::rq::worker::{Worker, WorkerOptions};
+use hdx_jobs::task::TaskRegistry;
+use serde_json::json;
+
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    profile: std::path::PathBuf,
+}
+
+impl ChromeDriver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (package chromium-driver; run scripts/setup.sh)");
+        let url = format!("http://127.0.0.1:{port}");
+        let status = format!("{url}/status");
+        testkit::eventually("chromedriver to answer", Duration::from_secs(20), || {
+            ureq::get(&status).call().ok()
+        });
+        let profile = std::env::temp_dir().join(format!("hdx-jobs-chromium-{port}"));
+        ChromeDriver {
+            child,
+            url,
+            profile,
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+#[test]
+fn clicking_requeue_in_the_monitor_moves_a_failed_job_back_to_its_queue() {
+    let server = TestServer::start(&[]);
+    let driver = ChromeDriver::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(drive_the_monitor(&server, &driver));
+}
+
+async fn drive_the_monitor(server: &TestServer, driver: &ChromeDriver) {
+    let redis = hdx_jobs::RedisClient::open(server.redis.url()).expect("redis");
+    let id = Queue::new(redis.clone(), "work")
+        .expect("queue")
+        .enqueue(JobSpec::new("hdx_jobs.fail").arg("shown in the browser"))
+        .await
+        .expect("enqueue");
+    let options = WorkerOptions {
+        queues: vec!["work".into()],
+        burst: true,
+        ..Default::default()
+    };
+    Worker::new(redis, TaskRegistry::with_builtins(), options)
+        .expect("worker")
+        .run()
+        .await
+        .expect("run");
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", format!("--user-data-dir={}", driver.profile.display())]
+        }),
+    );
+    let browser = ClientBuilder::native()
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("browser session");
+
+    browser
+        .goto(&format!("{}/monitor", server.url))
+        .await
+        .expect("open the monitor");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tr[data-queue='work'] a.count-failed"))
+        .await
+        .expect("queue row")
+        .click()
+        .await
+        .expect("open the failed jobs");
+    let error_cell = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&format!("tr[data-job='{id}'] td.error")))
+        .await
+        .expect("the failed job's row");
+    assert_eq!(
+        error_cell.text().await.expect("text"),
+        "TaskFailed: shown in the browser"
+    );
+    browser
+        .find(Locator::Css(&format!("button.requeue[data-job='{id}']")))
+        .await
+        .expect("requeue button")
+        .click()
+        .await
+        .expect("click requeue");
+
+    testkit::eventually_async("the job back in its queue", Duration::from_secs(20), || {
+        let status: Option<String> = server
+            .redis
+            .query(redis::cmd("HGET").arg(format!("rq:job:{id}")).arg("status"));
+        (status.as_deref() == Some("queued") && server.queued("work") == vec![id.clone()])
+            .then_some(())
+    })
+    .await;
+    let notice = browser
+        .find(Locator::Id("notice"))
+        .await
+        .expect("notice")
+        .text()
+        .await
+        .expect("text");
+    assert!(notice.contains("requeued"), "{notice}");
+    browser.close().await.expect("close");
+}
