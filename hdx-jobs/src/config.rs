@@ -6,6 +6,8 @@
 //! read through [`Env`]. Binaries layer their flags on top (clap's `env` reads the same names).
 //! Secrets are [`Secret`]s: `Debug` never prints them.
 
+use std::time::Duration;
+
 use crate::secret::Secret;
 
 /// Settings shared by the CLI, the worker and the server.
@@ -28,6 +30,8 @@ pub struct Config {
     pub gis_db: crate::geo::config::GisDbConfig,
     /// Geopreview import settings.
     pub geopreview: crate::geo::config::GeopreviewConfig,
+    /// Where analytics events go (Mixpanel, Google Analytics) and how they are delivered.
+    pub analytics: AnalyticsConfig,
 }
 
 /// CKAN settings.
@@ -76,6 +80,132 @@ impl CkanConfig {
             resource_id_list_action: env
                 .string_or("RESOURCE_ID_LIST_ACTION", "hdx_resource_id_list"),
         })
+    }
+}
+
+/// How `send_ga` jobs reach Google Analytics (`GA_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaMode {
+    /// GA4 Measurement Protocol (`ga4`, the default).
+    Ga4,
+    /// The old Universal Analytics form post of `ga_meta` (`ua`), for UA-compatible collectors.
+    Ua,
+}
+
+/// Analytics settings: Mixpanel, Google Analytics and delivery (timeouts, retries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalyticsConfig {
+    /// `MIXPANEL_API_URL` (default `https://api.mixpanel.com`; `https://api-eu.mixpanel.com` or
+    /// `https://api-in.mixpanel.com` for EU or India data residency).
+    pub mixpanel_api_url: String,
+    /// `MIXPANEL_API_SECRET`: the project secret; events then go to `/import`.
+    pub mixpanel_api_secret: Option<Secret>,
+    /// `MIXPANEL_SERVICE_ACCOUNT`: a service account's username; with
+    /// `MIXPANEL_SERVICE_ACCOUNT_SECRET` and `MIXPANEL_PROJECT_ID`, events go to `/import`
+    /// (preferred over the project secret).
+    pub mixpanel_service_account: Option<String>,
+    /// `MIXPANEL_SERVICE_ACCOUNT_SECRET`: the service account's secret.
+    pub mixpanel_service_account_secret: Option<Secret>,
+    /// `MIXPANEL_PROJECT_ID`: the project of the service account.
+    pub mixpanel_project_id: Option<String>,
+    /// `GA_MODE`: `ga4` (default) or `ua`.
+    pub ga_mode: GaMode,
+    /// `GA_MEASUREMENT_ID` (`G-...`); with `GA_API_SECRET` it turns GA4 delivery on.
+    pub ga_measurement_id: Option<String>,
+    /// `GA_API_SECRET`: the Measurement Protocol API secret of the stream.
+    pub ga_api_secret: Option<Secret>,
+    /// `GA_MP_URL` (default `https://www.google-analytics.com/mp/collect`).
+    pub ga_mp_url: String,
+    /// `GA_DEBUG`: send to the validation server (`.../debug/mp/collect`) and fail jobs on its
+    /// validation messages; events sent there are not recorded by GA (default false).
+    pub ga_debug: bool,
+    /// `GA_UA_URL`: where `GA_MODE=ua` posts (default `https://ssl.google-analytics.com/collect`).
+    pub ga_ua_url: String,
+    /// `ANALYTICS_CONNECT_TIMEOUT` in seconds (default 3).
+    pub connect_timeout: Duration,
+    /// `ANALYTICS_READ_TIMEOUT` in seconds (default 3): sending the request and reading the
+    /// answer, each.
+    pub read_timeout: Duration,
+    /// `ANALYTICS_MAX_ATTEMPTS`: tries per event and service within one job run (default 4).
+    pub max_attempts: u32,
+    /// `ANALYTICS_RETRY_BACKOFF` in seconds (default 2): the first wait, doubled each retry.
+    pub retry_backoff: Duration,
+    /// `ANALYTICS_RETRY_BACKOFF_MAX` in seconds (default 30): the longest wait within a run;
+    /// a longer `Retry-After` ends the run with a retryable failure that carries it.
+    pub retry_backoff_max: Duration,
+}
+
+impl AnalyticsConfig {
+    /// Reads the section.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let ga_mode = match env.string("GA_MODE") {
+            None => GaMode::Ga4,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "ga4" => GaMode::Ga4,
+                "ua" => GaMode::Ua,
+                _ => {
+                    return Err(ConfigError {
+                        name: "GA_MODE",
+                        value: v,
+                        reason: "expected ga4 or ua".into(),
+                    })
+                }
+            },
+        };
+        let config = AnalyticsConfig {
+            mixpanel_api_url: env
+                .string_or("MIXPANEL_API_URL", "https://api.mixpanel.com")
+                .trim_end_matches('/')
+                .to_string(),
+            mixpanel_api_secret: env.secret("MIXPANEL_API_SECRET"),
+            mixpanel_service_account: env.string("MIXPANEL_SERVICE_ACCOUNT"),
+            mixpanel_service_account_secret: env.secret("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
+            mixpanel_project_id: env.string("MIXPANEL_PROJECT_ID"),
+            ga_mode,
+            ga_measurement_id: env.string("GA_MEASUREMENT_ID"),
+            ga_api_secret: env.secret("GA_API_SECRET"),
+            ga_mp_url: env.string_or("GA_MP_URL", "https://www.google-analytics.com/mp/collect"),
+            ga_debug: env.flag("GA_DEBUG", false)?,
+            ga_ua_url: env.string_or("GA_UA_URL", "https://ssl.google-analytics.com/collect"),
+            connect_timeout: env.seconds("ANALYTICS_CONNECT_TIMEOUT", 3.0)?,
+            read_timeout: env.seconds("ANALYTICS_READ_TIMEOUT", 3.0)?,
+            max_attempts: env.parse("ANALYTICS_MAX_ATTEMPTS")?.unwrap_or(4).max(1),
+            retry_backoff: env.seconds("ANALYTICS_RETRY_BACKOFF", 2.0)?,
+            retry_backoff_max: env.seconds("ANALYTICS_RETRY_BACKOFF_MAX", 30.0)?,
+        };
+        if let Some(account) = &config.mixpanel_service_account {
+            if config.mixpanel_service_account_secret.is_none()
+                || config.mixpanel_project_id.is_none()
+            {
+                return Err(ConfigError {
+                    name: "MIXPANEL_SERVICE_ACCOUNT",
+                    value: account.clone(),
+                    reason: "a service account needs MIXPANEL_SERVICE_ACCOUNT_SECRET and \
+                             MIXPANEL_PROJECT_ID too"
+                        .into(),
+                });
+            }
+        }
+        if config.ga_debug
+            && !config
+                .ga_mp_url
+                .trim_end_matches('/')
+                .ends_with("/mp/collect")
+        {
+            return Err(ConfigError {
+                name: "GA_MP_URL",
+                value: config.ga_mp_url.clone(),
+                reason: "GA_DEBUG needs a URL ending in /mp/collect (its validation server is \
+                         .../debug/mp/collect)"
+                    .into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// True when GA4 delivery is configured (measurement id and API secret).
+    pub fn ga4_configured(&self) -> bool {
+        self.ga_measurement_id.is_some() && self.ga_api_secret.is_some()
     }
 }
 
@@ -136,6 +266,16 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// A duration given in seconds (decimals allowed), with a default.
+    pub fn seconds(&self, name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+        let secs = self.parse::<f64>(name)?.unwrap_or(default);
+        Duration::try_from_secs_f64(secs).map_err(|e| ConfigError {
+            name,
+            value: secs.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// A boolean: `true/false`, `1/0`, `yes/no`, `on/off`, any case.
     pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.string(name) {
@@ -184,6 +324,7 @@ impl Config {
             ckan: CkanConfig::from_env(&env)?,
             gis_db: crate::geo::config::GisDbConfig::from_env(&env)?,
             geopreview: crate::geo::config::GeopreviewConfig::from_env(&env)?,
+            analytics: AnalyticsConfig::from_env(&env)?,
         })
     }
 }
@@ -236,6 +377,38 @@ mod tests {
         assert!(err.to_string().contains("HDX_REDIS_PORT"));
         let err = config(&[("VERIFY_CKAN_SSL", "maybe")]).expect_err("bad");
         assert!(err.to_string().contains("VERIFY_CKAN_SSL"));
+    }
+
+    #[test]
+    fn analytics_defaults_and_checks() {
+        let c = config(&[]).expect("config").analytics;
+        assert_eq!(c.mixpanel_api_url, "https://api.mixpanel.com");
+        assert_eq!(c.ga_mode, GaMode::Ga4);
+        assert!(!c.ga4_configured() && !c.ga_debug);
+        assert_eq!(c.ga_mp_url, "https://www.google-analytics.com/mp/collect");
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.read_timeout, Duration::from_secs(3));
+        let c = config(&[
+            ("MIXPANEL_API_URL", "https://api-eu.mixpanel.com/"),
+            ("GA_MODE", "UA"),
+            ("ANALYTICS_READ_TIMEOUT", "0.25"),
+            ("GA_API_SECRET", "ga-s3cret"),
+            ("GA_MEASUREMENT_ID", "G-1"),
+        ])
+        .expect("config");
+        assert_eq!(c.analytics.mixpanel_api_url, "https://api-eu.mixpanel.com");
+        assert_eq!(c.analytics.ga_mode, GaMode::Ua);
+        assert_eq!(c.analytics.read_timeout, Duration::from_millis(250));
+        assert!(c.analytics.ga4_configured());
+        assert!(!format!("{c:?}").contains("ga-s3cret"));
+        for bad in [
+            vec![("GA_MODE", "ga3")],
+            vec![("ANALYTICS_CONNECT_TIMEOUT", "-1")],
+            vec![("MIXPANEL_SERVICE_ACCOUNT", "sa.user")],
+            vec![("GA_DEBUG", "true"), ("GA_MP_URL", "http://x/collect")],
+        ] {
+            assert!(config(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub mod wire {
 /// The registry `hdx-jobs work` runs: the built-in operational tasks and every HDX task,
 /// configured from `config`.
 pub fn task_registry(config: &Config) -> TaskRegistry {
-    let _ = config;
-    TaskRegistry::with_builtins()
+    let mut registry = TaskRegistry::with_builtins();
+    registry.register(
+        crate::analytics::TASK_NAME,
+        crate::analytics::SendEventTask::new(&config.analytics, &config.ckan.user_agent),
+    );
+    registry
 }

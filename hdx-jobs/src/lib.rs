@@ -12,6 +12,7 @@
 //!   to run jobs, registries, results, maintenance and the scheduler;
 //! - [`builtin`]: operational tasks (`hdx_jobs.noop`, `.echo`, `.sleep`, `.fail`);
 //! - [`hdx`]: HDX's tasks under the Python wire names of the old service;
+//! - [`analytics`]: the analytics job (Mixpanel, Google Analytics 4);
 //! - [`config`]: settings from the environment variables HDX deployments use;
 //! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs.
 //!
@@ -54,6 +55,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod analytics;
 pub mod builtin;
 pub mod ckan;
 pub mod config;

@@ -244,6 +244,7 @@ struct ContextInner {
     func_name: String,
     attempt: u32,
     worker_name: String,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
     cancel: CancellationToken,
     deadline: Option<Instant>,
     meta: MetaStore,
@@ -279,6 +280,8 @@ pub struct JobIdentity {
     pub attempt: u32,
     /// The worker running it.
     pub worker_name: String,
+    /// When the job was created (`created_at`, kept across retries and requeues).
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl JobContext {
@@ -307,6 +310,7 @@ impl JobContext {
             func_name: func_name.into(),
             attempt: 1,
             worker_name: String::new(),
+            created_at: Some(chrono::Utc::now()),
         };
         Self::build(
             identity,
@@ -329,6 +333,7 @@ impl JobContext {
                 func_name: identity.func_name,
                 attempt: identity.attempt,
                 worker_name: identity.worker_name,
+                created_at: identity.created_at,
                 cancel,
                 deadline,
                 meta,
@@ -359,6 +364,11 @@ impl JobContext {
     /// The worker running the job.
     pub fn worker_name(&self) -> &str {
         &self.inner.worker_name
+    }
+
+    /// When the job was created (RQ's `created_at`): the same on every attempt of the job.
+    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.created_at
     }
 
     /// Fires when the job must stop: timeout, stop-job command, cold shutdown.

@@ -371,6 +371,7 @@ impl JobRun {
             func_name: func_name.clone(),
             attempt: self.job.attempts().max(1),
             worker_name: self.shared.name.clone(),
+            created_at: self.job.time("created_at"),
         };
         let ctx = JobContext::for_worker(identity, self.cancel.clone(), deadline, conn, serializer);
         let call = CallArgs {
