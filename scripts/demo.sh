@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Starts hdx-jobs locally and shows it working: a worker (with the scheduler) on the local
-# Redis, a few sample jobs (a result, a failure, a timeout, a retried job, a delayed job), their
-# outcomes, and `hdx-jobs info`. The worker then keeps running until Ctrl-C.
+# Starts hdx-jobs locally and shows it working: the HTTP API (with the monitor), a worker on
+# HDX's queues and a scheduler, on the local Redis and PostGIS; then feeds it sample work
+# through the API and the CLI (a result, a failure, a timeout, a retried job, a delayed job, a
+# periodic job, an analytics event), shows the outcomes and `hdx-jobs info`, and keeps running
+# until Ctrl-C.
 #
-#   scripts/demo.sh           # installs/starts Redis if missing, builds, runs
-#   scripts/demo.sh --check   # same, but stops the worker once the samples are done
+#   scripts/demo.sh           # installs/starts Redis and PostgreSQL if missing, builds, runs
+#   scripts/demo.sh --check   # the same, but stops once the samples are done (used by a test)
 #
-# Redis database: HDX_REDIS_URL (default redis://127.0.0.1:6379/1, HDX's queue database).
-# HDX_JOBS_BIN may point at an already built binary.
+# Settings: HDX_REDIS_URL (default redis://127.0.0.1:6379/1, HDX's queue database), APP_PORT
+# (default 5000), HDX_GISDB_URL (default: a local database hdx_jobs_demo with PostGIS),
+# HDX_JOBS_BIN (an already built binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,34 +23,60 @@ if [ -z "${HDX_JOBS_BIN:-}" ]; then
   HDX_JOBS_BIN=target/release/hdx-jobs
 fi
 export HDX_REDIS_URL="${HDX_REDIS_URL:-redis://127.0.0.1:6379/1}"
+export APP_PORT="${APP_PORT:-5000}"
+if [ -z "${HDX_GISDB_URL:-}" ]; then
+  psql -h /var/run/postgresql -d postgres -Atc "select 1 from pg_database where datname = 'hdx_jobs_demo'" | grep -q 1 \
+    || createdb -h /var/run/postgresql hdx_jobs_demo
+  psql -h /var/run/postgresql -d hdx_jobs_demo -qc "create extension if not exists postgis"
+  export HDX_GISDB_URL="host=/var/run/postgresql dbname=hdx_jobs_demo"
+fi
+export EVENTS_API_ENABLED="${EVENTS_API_ENABLED:-true}"
 bin="$HDX_JOBS_BIN"
-queue="demo"
+api="http://127.0.0.1:$APP_PORT"
+queues="geo_q analytics_q event_q fs_check_q default_scheduler_q demo"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
 
-say "starting a worker with the scheduler on $HDX_REDIS_URL, queue '$queue'"
-"$bin" work --with-scheduler --name "demo-worker-$$" --concurrency 4 "$queue" &
-worker=$!
-trap 'kill -TERM $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
+say "starting the API on $api, a worker on $queues, and a scheduler ($HDX_REDIS_URL)"
+"$bin" serve --bind "127.0.0.1:$APP_PORT" & pids+=($!)
+# shellcheck disable=SC2086
+"$bin" work --name "demo-worker-$$" --concurrency 4 $queues & pids+=($!)
+"$bin" scheduler & pids+=($!)
+for _ in $(seq 100); do curl -fs "$api/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$api/readyz" >/dev/null || { echo "the API did not start" >&2; exit 1; }
 
-say "enqueueing sample jobs"
-echo_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.echo --args '[{"resource_id": "sample-1"}]' --kwargs '{"lang": "fr"}')
-sleep_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.sleep --args '[1]')
-fail_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.fail --args '["a sample failure"]')
-timeout_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.sleep --args '[30]' --timeout 1)
-retry_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.fail --kwargs '{"message": "flaky service", "retryable": true}' --retry 2 --retry-interval 1)
-delayed_id=$("$bin" enqueue -q "$queue" --func hdx_jobs.echo --args '["I waited 2 s"]' --in 2)
-ids="$echo_id $sleep_id $fail_id $timeout_id $retry_id $delayed_id"
-echo "$ids" | tr ' ' '\n'
+say "through the HTTP API, as CKAN calls it"
+echo "GET /version: $(curl -fs "$api/version")"
+echo "POST /api/send-analytics: $(curl -fs -H 'Content-Type: application/json' \
+  -d '{"event_name": "demo event", "send_mixpanel": false, "send_ga": true, "ga_meta": {"cid": "demo-client"}}' \
+  "$api/api/send-analytics")"
+echo "POST /api/scheduler/add_job: $(curl -fs -H 'Content-Type: application/json' \
+  -d '{"action": "status_show", "method": "get", "sch_minutes": 60}' "$api/api/scheduler/add_job")"
+
+say "through the CLI"
+echo_id=$("$bin" enqueue -q demo --func hdx_jobs.echo --args '[{"resource_id": "sample-1"}]' --kwargs '{"lang": "fr"}')
+fail_id=$("$bin" enqueue -q demo --func hdx_jobs.fail --args '["a sample failure"]')
+timeout_id=$("$bin" enqueue -q demo --func hdx_jobs.sleep --args '[30]' --timeout 1)
+retry_id=$("$bin" enqueue -q demo --func hdx_jobs.fail --kwargs '{"message": "flaky service", "retryable": true}' --retry 2 --retry-interval 1)
+delayed_id=$("$bin" enqueue -q demo --func hdx_jobs.echo --args '["I waited 2 s"]' --in 2)
+"$bin" schedule add demo-heartbeat --queue demo --func hdx_jobs.echo --args '["tick"]' --every 10
+ids="$echo_id $fail_id $timeout_id $retry_id $delayed_id"
 
 say "waiting for them to run"
-for _ in $(seq 200); do
+for _ in $(seq 300); do
   pending=0
   for id in $ids; do
     status=$("$bin" job show "$id" --json | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p')
     case "$status" in finished|failed) ;; *) pending=$((pending + 1)) ;; esac
   done
-  [ "$pending" = 0 ] && break
+  analytics=$(curl -fs "$api/monitor/api/queues/analytics_q/jobs?registry=finished" | sed -n 's/.*"total":\([0-9]*\).*/\1/p')
+  [ "$pending" = 0 ] && [ "${analytics:-0}" -ge 1 ] && break
   sleep 0.1
 done
 [ "$pending" = 0 ] || { echo "demo jobs did not finish" >&2; exit 1; }
@@ -58,10 +87,16 @@ for id in $echo_id $timeout_id $retry_id $delayed_id; do
 done
 say "hdx-jobs info"
 "$bin" info
+say "hdx-jobs schedule list"
+"$bin" schedule list
+say "metrics (excerpt of $api/metrics)"
+curl -fs "$api/metrics" | grep -E '^hdx_jobs_jobs_(finished|failed)_total' | head -8
 
+say "monitor: $api/monitor   API description: $api/openapi.json"
 if $check; then
+  "$bin" schedule remove demo-heartbeat >/dev/null
   say "demo OK"
   exit 0
 fi
-say "the worker keeps running: enqueue more with '$bin enqueue -q $queue --func hdx_jobs.echo --args [1]'; Ctrl-C stops it"
-wait $worker
+echo "Running; Ctrl-C stops the API, the worker and the scheduler."
+wait

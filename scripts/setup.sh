@@ -37,7 +37,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || install postgresql
 pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
 install "postgresql-$pg_version-postgis-3" pkg-config libgdal-dev gdal-bin zip unzip \
-  chromium chromium-driver wrk
+  chromium chromium-driver wrk curl
 
 # Redis.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

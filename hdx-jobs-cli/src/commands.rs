@@ -186,6 +186,8 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { bind } => serve(config.clone(), bind).await,
+        Command::Scheduler(args) => crate::scheduling::scheduler(args, redis).await,
+        Command::Schedule(command) => crate::scheduling::schedule(command, redis).await,
     }
 }
 
@@ -200,7 +202,8 @@ async fn serve(core: Config, bind: Option<std::net::SocketAddr>) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

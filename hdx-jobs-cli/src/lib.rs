@@ -7,6 +7,7 @@
 mod commands;
 mod logging;
 mod output;
+mod scheduling;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
 pub use logging::LogFormat;
+pub use scheduling::{AddArgs, MisfireArg, ScheduleCommand, SchedulerArgs};
 
 /// Background jobs for HDX on an RQ-compatible Redis queue.
 #[derive(Debug, Parser)]
@@ -60,6 +62,11 @@ pub enum Command {
     },
     /// Resume suspended workers.
     Resume,
+    /// Run a scheduler: delayed jobs, retries, periodic jobs, rq-scheduler's jobs.
+    Scheduler(SchedulerArgs),
+    /// Periodic jobs: add, list, remove.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Serve the HTTP API (CKAN's endpoints, /monitor, /metrics, /openapi.json).
     Serve {
         /// Address to listen on (default 127.0.0.1:APP_PORT, port 5000).

@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 
 pub use config::ServerConfig;
 use error::ApiError;
-use routes::{checks, enqueue, health, layers, metrics, monitor};
+use routes::{checks, enqueue, health, layers, metrics, monitor, scheduler};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -104,6 +104,9 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(layers::delete_layers))
         .routes(routes!(layers::delete_one_layer))
         .routes(routes!(checks::run_checks))
+        .routes(routes!(scheduler::add_job))
+        .routes(routes!(scheduler::list_jobs))
+        .routes(routes!(scheduler::delete_job))
         .routes(routes!(health::version))
         .routes(routes!(health::about))
         .routes(routes!(health::healthz))

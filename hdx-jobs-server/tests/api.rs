@@ -501,3 +501,112 @@ fn a_token_protects_the_api_and_the_monitors_actions() {
     );
     assert_eq!(server.get("/healthz").0, 200);
 }
+
+#[test]
+fn the_scheduler_endpoints_add_list_and_delete_calls() {
+    let server = TestServer::start(&[]);
+    let request = json!({"action": "hdx_refresh", "method": "post", "sch_minutes": 1, "sch_hours": 1, "api_params": {"id": "x"}});
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert_eq!(
+        server.post_json("/api/scheduler/add_job", &request),
+        (200, json!({"success": true}))
+    );
+    let scheduled: Vec<(String, f64)> = server.redis.query(
+        redis::cmd("ZRANGE")
+            .arg("rq:scheduled:default_scheduler_q")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES"),
+    );
+    assert_eq!(scheduled.len(), 1);
+    let (id, score) = scheduled[0].clone();
+    assert!((score - (before + 3660.0)).abs() < 3.0, "due in 1 h 1 min");
+    let (func, args, kwargs, timeout) = server.job_call(&id);
+    assert_eq!(func, "schedulerapi.tasks.make_api_call.schedule_api_task");
+    assert!(args.is_empty());
+    assert_eq!(timeout, Some(300));
+    assert_eq!(
+        kwargs["args"],
+        json!({"timedelta": 3660.0, "verify_ckan_ssl": true, "ckan_api_base_url": format!("{}/api/action", server.ckan.url()),
+               "task_args": request, "hdx_user_agent": "HDX-TEST"})
+    );
+    assert!(
+        !serde_json::Value::Object(kwargs.clone())
+            .to_string()
+            .contains("gis-key"),
+        "no API key stored in the job"
+    );
+
+    // A call the old service left with rq-scheduler is listed too.
+    let legacy = testkit::rq_peer(
+        server.redis.url(),
+        &[
+            "legacy-schedule",
+            "--func",
+            "schedulerapi.tasks.make_api_call.schedule_api_task",
+            "--seconds",
+            "7200",
+        ],
+    );
+    let (status, body) = server.get("/api/scheduler/list_jobs");
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true);
+    let jobs = body["jobs"].as_array().expect("jobs");
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j["id"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        vec![id.as_str(), legacy.as_str()]
+    );
+    let created = jobs[0]["created_at"].as_str().expect("created_at");
+    assert!(
+        created.ends_with("+00:00") && created.contains(' ') && !created.contains('T'),
+        "{created}"
+    );
+    assert!(jobs[0]["description"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("schedulerapi.tasks.make_api_call.schedule_api_task("));
+
+    let agent = TestServer::agent();
+    let delete = |job: &str| {
+        common::read(
+            agent
+                .delete(&format!("{}/api/scheduler/jobs/{job}", server.url))
+                .call()
+                .expect("DELETE"),
+        )
+    };
+    assert_eq!(delete(&id), (200, json!({"success": true})));
+    assert_eq!(delete(&legacy), (200, json!({"success": true})));
+    let (status, body) = delete(&id);
+    assert_eq!(status, 404);
+    assert_eq!(body["success"], false);
+    assert_eq!(server.get("/api/scheduler/list_jobs").1["jobs"], json!([]));
+
+    assert_eq!(
+        server
+            .post_json("/api/scheduler/add_job", &json!({"method": "post"}))
+            .0,
+        422
+    );
+    assert_eq!(
+        server
+            .post_raw("/api/scheduler/add_job", Some("application/json"), b"{")
+            .0,
+        400
+    );
+    let (status, body) = server.post_json(
+        "/api/scheduler/add_job",
+        &json!({"action": "a", "sch_days": 1e12}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], false);
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("Could not schedule job: "));
+}

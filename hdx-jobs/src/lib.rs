@@ -56,6 +56,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod analytics;
+pub mod api_call;
 pub mod builtin;
 pub mod ckan;
 pub mod config;

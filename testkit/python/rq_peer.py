@@ -7,6 +7,9 @@ usage: rq_peer.py REDIS_URL COMMAND [options]
   fetch ID [--serializer json|pickle]      -> prints {status, return_value, exc_string, meta, ...}
   work QUEUE... [--serializer json|pickle] -> runs a SimpleWorker in burst mode
   workers                                  -> prints the workers Python sees
+  legacy-schedule --func F --seconds S [--args-dict JSON] [--queue Q]
+                                           -> rq-scheduler's enqueue_in(timedelta(S), F, args=dict),
+                                              as the old scheduler API called it; prints the id
 """
 import argparse
 import json
@@ -49,6 +52,12 @@ def main():
 
     sub.add_parser("workers")
 
+    legacy = sub.add_parser("legacy-schedule")
+    legacy.add_argument("--func", required=True)
+    legacy.add_argument("--seconds", type=float, required=True)
+    legacy.add_argument("--args-dict", default="{}")
+    legacy.add_argument("--queue", default="default_scheduler_q")
+
     opts = parser.parse_args()
     redis = Redis.from_url(opts.url)
 
@@ -87,6 +96,14 @@ def main():
         cls = Worker if opts.forking else SimpleWorker
         worker = cls(opts.queues, connection=redis, serializer=SERIALIZERS[opts.serializer])
         worker.work(burst=True)
+    elif opts.command == "legacy-schedule":
+        from rq_scheduler import Scheduler
+        scheduler = Scheduler(queue_name=opts.queue, connection=redis)
+        args = json.loads(opts.args_dict)
+        # The old API put a timedelta object among the arguments.
+        args["timedelta"] = timedelta(seconds=opts.seconds)
+        job = scheduler.enqueue_in(timedelta(seconds=opts.seconds), opts.func, args=args, timeout=180)
+        print(job.id)
     elif opts.command == "workers":
         out = []
         for worker in Worker.all(connection=redis):

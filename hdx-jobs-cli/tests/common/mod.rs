@@ -62,6 +62,13 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `hdx-jobs work ARGS`.
     pub fn start(test: &TestRedis, args: &[&str]) -> Self {
+        let mut all = vec!["work"];
+        all.extend_from_slice(args);
+        Self::start_command(test, &all)
+    }
+
+    /// Starts `hdx-jobs ARGS` (any long-running subcommand).
+    pub fn start_command(test: &TestRedis, args: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!(
             "hdx-jobs-worker-{}-{}.log",
             std::process::id(),
@@ -70,7 +77,6 @@ impl WorkerProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = hdx_jobs(test)
             .env("LOG_LEVEL", "info")
-            .arg("work")
             .args(args)
             .stdout(Stdio::null())
             .stderr(file)

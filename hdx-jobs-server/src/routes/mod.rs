@@ -7,3 +7,4 @@ pub mod health;
 pub mod layers;
 pub mod metrics;
 pub mod monitor;
+pub mod scheduler;

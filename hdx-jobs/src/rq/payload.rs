@@ -153,7 +153,13 @@ pub fn encode_value(value: &Value, serializer: Serializer) -> Result<Vec<u8>, Pa
 /// Decodes a serialized value (result, meta), detecting the serializer.
 pub fn decode_value(bytes: &[u8]) -> Result<(Value, Serializer), PayloadError> {
     if bytes.first() == Some(&0x80) {
-        let value = serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
+        // Python objects other than plain data (a `datetime.timedelta` in the old scheduler's
+        // arguments, say) come out as the tuple of their constructor arguments rather than
+        // failing the whole payload.
+        let options = serde_pickle::DeOptions::new()
+            .keep_restore_state()
+            .replace_unresolved_globals();
+        let value = serde_pickle::value_from_slice(bytes, options)
             .map_err(|e| PayloadError::Pickle(e.to_string()))?;
         return Ok((pickle_to_json(value), Serializer::Pickle));
     }
@@ -420,6 +426,18 @@ mod tests {
         assert_eq!(call.args, vec![json!({"import_id": 42})]);
         assert!(call.kwargs.is_empty());
         assert_eq!(call.serializer, Serializer::Pickle);
+    }
+
+    /// The old service's scheduler pickled a `datetime.timedelta` (and callers may pass a
+    /// `datetime`) among plain arguments: they must not make the payload unreadable.
+    #[test]
+    fn python_objects_in_pickles_become_their_constructor_arguments() {
+        let data = unhex("789c6b609d5aca00011a3d8c6953fc346ba7f4b02416a5174fa99da2d1c35992999b9a929a539238a5872325b12415c49f822c3c798a3783af0ea33743fb94a0293d8c1553bc197b58ca3352f3a664b02269993cc5998bfd152313330b2bd0aa29ad40c5a5c52553f400ed412c04");
+        let call = CallPayload::decode(&data).expect("decode");
+        assert_eq!(call.func_name, "f");
+        assert_eq!(call.kwargs["args"]["timedelta"], json!([0, 300, 0]));
+        assert_eq!(call.kwargs["args"]["x"], json!(1));
+        assert!(call.kwargs["args"]["when"].is_array());
     }
 
     /// rq-protocol.md §3.3: Python's zlib output of the JSON payload.

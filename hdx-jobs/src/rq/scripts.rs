@@ -57,5 +57,15 @@ script!(
     "Requeue a job stuck in an intermediate list."
 );
 script!(EMPTY, "empty", "Empty a queue, deleting its jobs.");
+script!(
+    FIRE_PERIODIC,
+    "fire_periodic",
+    "Fire one period of a periodic job, exactly once."
+);
+script!(
+    PROMOTE_LEGACY,
+    "promote_legacy",
+    "Enqueue one due job of rq-scheduler's sorted set."
+);
 script!(LOCK, "lock", "Acquire or refresh a named lock.");
 script!(UNLOCK, "unlock", "Release a named lock if still held.");

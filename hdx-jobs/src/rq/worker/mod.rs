@@ -333,8 +333,11 @@ impl Worker {
         if shared.options.with_scheduler {
             let scheduler = super::scheduler::Scheduler::new(
                 shared.redis.clone(),
-                shared.options.queues.clone(),
-                shared.options.scheduler_interval,
+                super::scheduler::SchedulerOptions {
+                    queues: super::scheduler::Queues::Only(shared.options.queues.clone()),
+                    interval: shared.options.scheduler_interval,
+                    ..Default::default()
+                },
             );
             background.spawn(scheduler.run(shared.background.clone()));
         }
