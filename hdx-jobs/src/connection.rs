@@ -4,9 +4,8 @@
 //! A multiplexed connection already serves any number of concurrent callers, so there is no
 //! pool: [`RedisClient::conn`] hands out clones of one `ConnectionManager`, which reconnects
 //! with backoff after Redis goes away. (A pool such as deadpool-redis pings every connection it
-//! lends, doubling the round trips of a one-command request; the HTTP API measured 7.3k req/s
-//! with it against more than 10k without, see docs/benchmarks.md.) Blocking commands and
-//! pub/sub get connections of their own so they never stall other traffic.
+//! lends, doubling the round trips of a one-command request.) Blocking commands and pub/sub get
+//! connections of their own so they never stall other traffic.
 
 use std::sync::Arc;
 use std::time::Duration;
