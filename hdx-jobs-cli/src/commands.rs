@@ -185,6 +185,7 @@ pub(crate) async fn run(
             println!("workers resumed");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Events(command) => crate::events::run(command, config).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! `HDX_REDIS_PORT`, `HDX_REDIS_GISDB` as deployed.
 
 mod commands;
+mod events;
 mod logging;
 mod output;
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
+pub use events::EventsCommand;
 pub use logging::LogFormat;
 
 /// Background jobs for HDX on an RQ-compatible Redis queue.
@@ -60,6 +62,9 @@ pub enum Command {
     },
     /// Resume suspended workers.
     Resume,
+    /// The change events bus: listen to it, or diff two dataset dicts.
+    #[command(subcommand)]
+    Events(EventsCommand),
 }
 
 /// Runs a parsed command line.

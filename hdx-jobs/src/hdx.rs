@@ -7,6 +7,8 @@ use crate::task::TaskRegistry;
 /// The registry `hdx-jobs work` runs: the built-in operational tasks and every HDX task,
 /// configured from `config`.
 pub fn task_registry(config: &Config) -> TaskRegistry {
-    let _ = config;
-    TaskRegistry::with_builtins()
+    let mut registry = TaskRegistry::with_builtins();
+    crate::events::register(&mut registry, config);
+    crate::fs_check::register(&mut registry, config);
+    registry
 }

@@ -13,7 +13,8 @@
 //! - [`builtin`]: operational tasks (`hdx_jobs.noop`, `.echo`, `.sleep`, `.fail`);
 //! - [`hdx`]: HDX's tasks under the Python wire names of the old service;
 //! - [`config`]: settings from the environment variables HDX deployments use;
-//! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs.
+//! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs;
+//! - [`events`], [`fs_check`]: change events on the Redis Streams event bus, file-structure checks.
 //!
 //! ## Embedding
 //!
@@ -58,6 +59,8 @@ pub mod builtin;
 pub mod ckan;
 pub mod config;
 pub mod connection;
+pub mod events;
+pub mod fs_check;
 pub mod hdx;
 pub mod http;
 pub mod rq;
