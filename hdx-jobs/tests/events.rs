@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use hdx_jobs::events::bus::{EventBus, EventBusOptions, PUSH_SCRIPT};
+use hdx_jobs::events::consumer::{
+    Consumer, ConsumerOptions, EventHandler, HandlerError, StreamEvent,
+};
 use hdx_jobs::events::{detect_changes, event_time_now, DetectChanges, DETECT_CHANGES};
 use hdx_jobs::rq::worker::WorkerOptions;
 use hdx_jobs::task::TaskRegistry;
@@ -541,4 +544,132 @@ async fn a_push_whose_reply_was_lost_is_not_appended_again() {
     assert_eq!(xlen(stream.url()), 5);
     assert!(bus.push("job-2", &events).await.expect("push").appended);
     assert_eq!(xlen(stream.url()), 10);
+}
+
+/// A handler that records events and fails while `failing` is set.
+struct Recorder {
+    seen: std::sync::Mutex<Vec<Value>>,
+    failing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &StreamEvent) -> Result<(), HandlerError> {
+        self.seen.lock().expect("seen").push(event.body.clone());
+        if self.failing.load(Ordering::SeqCst) {
+            Err(HandlerError("down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn consumer(url: &str, name: &str, claim_idle: Duration) -> Consumer {
+    Consumer::new(ConsumerOptions {
+        url: url.to_string(),
+        stream: STREAM.into(),
+        group: "default_group".into(),
+        consumer: name.into(),
+        types: Vec::new(),
+        batch: 10,
+        block: Duration::from_millis(200),
+        claim_idle,
+    })
+    .expect("consumer")
+}
+
+/// The library consumer: a failed event comes back after the idle time, a restart under the same
+/// name resumes its own pending events at once, and unreadable entries never block the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_library_delivers_at_least_once() {
+    let stream = TestRedis::new();
+    let events = detect_changes(
+        &json!("alexg"),
+        &fixture("dataset_old.json"),
+        &fixture("dataset_new.json"),
+        &event_time_now(),
+    )
+    .expect("detect");
+    bus(stream.url()).push("job", &events).await.expect("push");
+    let _: String = stream.query(
+        redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("event_type")
+            .arg("x")
+            .arg("body")
+            .arg("{not json"),
+    );
+    let expected: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
+
+    // First life: the handler fails; every event stays pending, the bad entry is dropped.
+    let down = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(true),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = consumer(stream.url(), "c1", Duration::from_secs(3600));
+    let run = {
+        let (down, stop) = (down.clone(), stop.clone());
+        tokio::spawn(async move { first.run(down.as_ref(), stop).await })
+    };
+    testkit::eventually_async("five failed deliveries", WAIT, || {
+        (down.seen.lock().expect("seen").len() >= 5).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!((stats.handled, stats.failed, stats.dropped), (0, 5, 1));
+
+    // Same name again, with a long claim idle: its own pending events come back at once.
+    let up = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(false),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let second = consumer(stream.url(), "c1", Duration::from_secs(3600));
+    let run = {
+        let (up, stop) = (up.clone(), stop.clone());
+        tokio::spawn(async move { second.run(up.as_ref(), stop).await })
+    };
+    testkit::eventually_async("the pending events handled", WAIT, || {
+        (up.seen.lock().expect("seen").len() >= 5).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!(stats.handled, 5);
+    assert_eq!(*up.seen.lock().expect("seen"), expected);
+    let (pending, _, _, _): (u64, Option<String>, Option<String>, redis::Value) =
+        stream.query(redis::cmd("XPENDING").arg(STREAM).arg("default_group"));
+    assert_eq!(pending, 0);
+
+    // Another consumer name claims events left by a failing one after the idle time.
+    bus(stream.url())
+        .push("job-2", &events[..1])
+        .await
+        .expect("push");
+    let flaky = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(true),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let third = consumer(stream.url(), "c3", Duration::from_millis(300));
+    let run = {
+        let (flaky, stop) = (flaky.clone(), stop.clone());
+        tokio::spawn(async move { third.run(flaky.as_ref(), stop).await })
+    };
+    testkit::eventually_async("a failed delivery", WAIT, || {
+        (!flaky.seen.lock().expect("seen").is_empty()).then_some(())
+    })
+    .await;
+    flaky.failing.store(false, Ordering::SeqCst);
+    testkit::eventually_async("the claimed retry", WAIT, || {
+        (flaky.seen.lock().expect("seen").len() >= 2).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!(stats.handled, 1);
+    assert!(stats.failed >= 1 && stats.claimed >= 1, "{stats:?}");
 }
