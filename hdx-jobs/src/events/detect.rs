@@ -10,6 +10,7 @@
 //! Input the old service rejected with a `KeyError` (no `type`, `id`, `name`, `title`; a resource
 //! without `id`; a group without `name`...) is rejected here too, with the key named.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -169,13 +170,13 @@ pub fn sheet_changes(old_item: &Value, new_item: &Value) -> Vec<SheetChange> {
     if new_sheets.is_empty() || old_sheets.is_empty() {
         return Vec::new();
     }
-    fn by_key(list: &[Value]) -> Option<KeyedList<(Value, &Value)>> {
+    fn by_key(list: &[Value]) -> Option<KeyedList<'_, (Value, &Value)>> {
         KeyedList::build(list, |i, sheet| {
             let name = sheet.as_object()?.get("name").filter(|n| truthy(n));
             let id = name
                 .cloned()
                 .unwrap_or_else(|| Value::String(i.to_string()));
-            Some((key_string(&id), (id, sheet)))
+            Some((Cow::Owned(key_of(&id).into_owned()), (id, sheet)))
         })
     }
     let (Some(old_map), Some(new_map)) = (by_key(old_sheets), by_key(new_sheets)) else {
@@ -334,14 +335,14 @@ impl Detector {
         fn by_id<'a>(
             list: &'a [Value],
             place: &str,
-        ) -> Result<KeyedList<&'a Map<String, Value>>, DetectError> {
+        ) -> Result<KeyedList<'a, &'a Map<String, Value>>, DetectError> {
             KeyedList::try_build(list, |_, r| {
                 let r = r.as_object().ok_or_else(|| DetectError::WrongShape {
                     place: format!("a resource of {place}"),
                     expected: "an object",
                 })?;
                 let id = required(r, "id", || format!("a resource of {place}"))?;
-                Ok((key_string(id), r))
+                Ok((key_of(id), r))
             })
         }
         let old_map = by_id(old_list, "old_dataset_dict")?;
@@ -518,7 +519,13 @@ fn named_items(
     key: &'static str,
     keep: impl Fn(&Map<String, Value>) -> bool,
 ) -> Result<(Vec<Value>, Vec<Value>), DetectError> {
-    let keys = |dict: &Map<String, Value>, place: &str| -> Result<KeyedList<Value>, DetectError> {
+    fn keys<'a>(
+        dict: &'a Map<String, Value>,
+        place: &str,
+        field: &'static str,
+        key: &'static str,
+        keep: &dyn Fn(&Map<String, Value>) -> bool,
+    ) -> Result<KeyedList<'a, &'a Value>, DetectError> {
         let mut entries = KeyedList::default();
         for item in list_of(dict, field, place)? {
             let item = item.as_object().ok_or_else(|| DetectError::WrongShape {
@@ -529,14 +536,13 @@ fn named_items(
                 continue;
             }
             let value = required(item, key, || format!("an item of {place}.{field}"))?;
-            entries.insert(key_string(value), value.clone());
+            entries.insert(key_of(value), value);
         }
         Ok(entries)
-    };
-    Ok(diff(
-        &keys(old, "old_dataset_dict")?,
-        &keys(new, "new_dataset_dict")?,
-    ))
+    }
+    let old = keys(old, "old_dataset_dict", field, key, &keep)?;
+    let new = keys(new, "new_dataset_dict", field, key, &keep)?;
+    Ok(diff(&old, &new, |v| (*v).clone()))
 }
 
 /// Items of a comma separated string field: (added, removed).
@@ -545,7 +551,11 @@ fn comma_items(
     new: &Map<String, Value>,
     field: &'static str,
 ) -> Result<(Vec<Value>, Vec<Value>), DetectError> {
-    let items = |dict: &Map<String, Value>, place: &str| -> Result<KeyedList<Value>, DetectError> {
+    fn items<'a>(
+        dict: &'a Map<String, Value>,
+        place: &str,
+        field: &'static str,
+    ) -> Result<KeyedList<'a, &'a str>, DetectError> {
         let text = match dict.get(field) {
             None | Some(Value::Null) => "",
             Some(Value::String(s)) => s.as_str(),
@@ -558,61 +568,82 @@ fn comma_items(
         };
         let mut entries = KeyedList::default();
         for item in text.split(',') {
-            entries.insert(item.to_string(), Value::from(item));
+            entries.insert(Cow::Borrowed(item), item);
         }
         Ok(entries)
-    };
-    Ok(diff(
-        &items(old, "old_dataset_dict")?,
-        &items(new, "new_dataset_dict")?,
-    ))
+    }
+    let old = items(old, "old_dataset_dict", field)?;
+    let new = items(new, "new_dataset_dict", field)?;
+    Ok(diff(&old, &new, |s| Value::from(*s)))
 }
 
-fn diff(old: &KeyedList<Value>, new: &KeyedList<Value>) -> (Vec<Value>, Vec<Value>) {
-    let added = new
-        .iter()
-        .filter(|(k, _)| !old.contains(k))
-        .map(|(_, v)| v.clone())
-        .collect();
-    let removed = old
-        .iter()
-        .filter(|(k, _)| !new.contains(k))
-        .map(|(_, v)| v.clone())
-        .collect();
-    (added, removed)
+/// (items only in `new`, items only in `old`), in list order.
+fn diff<T>(
+    old: &KeyedList<'_, T>,
+    new: &KeyedList<'_, T>,
+    to_value: impl Fn(&T) -> Value,
+) -> (Vec<Value>, Vec<Value>) {
+    let only = |a: &KeyedList<'_, T>, b: &KeyedList<'_, T>| {
+        a.iter()
+            .filter(|(k, _)| !b.contains(k))
+            .map(|(_, v)| to_value(v))
+            .collect()
+    };
+    (only(new, old), only(old, new))
 }
 
 /// Python's `{key(i, item): item for i, item in enumerate(list)}`: first position of a key,
-/// last item with it.
+/// last item with it. Lists of a few items (the usual resources, groups, tags, sheets) are
+/// searched in place; longer ones get a hash index.
 #[derive(Debug)]
-struct KeyedList<T> {
-    order: Vec<(String, T)>,
-    index: HashMap<String, usize>,
+struct KeyedList<'k, T> {
+    order: Vec<(Cow<'k, str>, T)>,
+    index: Option<HashMap<Cow<'k, str>, usize>>,
 }
 
-impl<T> Default for KeyedList<T> {
+impl<T> Default for KeyedList<'_, T> {
     fn default() -> Self {
         KeyedList {
             order: Vec::new(),
-            index: HashMap::new(),
+            index: None,
         }
     }
 }
 
-impl<T> KeyedList<T> {
-    fn insert(&mut self, key: String, value: T) {
-        match self.index.get(&key) {
-            Some(&i) => self.order[i].1 = value,
-            None => {
-                self.index.insert(key.clone(), self.order.len());
-                self.order.push((key, value));
-            }
+/// Above this many items a list gets a hash index.
+const SMALL_LIST: usize = 12;
+
+impl<'k, T> KeyedList<'k, T> {
+    fn position(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.order.iter().position(|(k, _)| k == key),
         }
     }
 
-    fn build<'a, S: 'a>(
-        items: &'a [S],
-        key: impl Fn(usize, &'a S) -> Option<(String, T)>,
+    fn insert(&mut self, key: Cow<'k, str>, value: T) {
+        if let Some(i) = self.position(&key) {
+            self.order[i].1 = value;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.order.len());
+        } else if self.order.len() >= SMALL_LIST {
+            let mut index: HashMap<Cow<'k, str>, usize> = self
+                .order
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+            index.insert(key.clone(), self.order.len());
+            self.index = Some(index);
+        }
+        self.order.push((key, value));
+    }
+
+    fn build<S>(
+        items: &'k [S],
+        key: impl Fn(usize, &'k S) -> Option<(Cow<'k, str>, T)>,
     ) -> Option<Self> {
         let mut list = KeyedList::default();
         for (i, item) in items.iter().enumerate() {
@@ -622,9 +653,9 @@ impl<T> KeyedList<T> {
         Some(list)
     }
 
-    fn try_build<'a, S: 'a, E>(
-        items: &'a [S],
-        key: impl Fn(usize, &'a S) -> Result<(String, T), E>,
+    fn try_build<S, E>(
+        items: &'k [S],
+        key: impl Fn(usize, &'k S) -> Result<(Cow<'k, str>, T), E>,
     ) -> Result<Self, E> {
         let mut list = KeyedList::default();
         for (i, item) in items.iter().enumerate() {
@@ -635,24 +666,24 @@ impl<T> KeyedList<T> {
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.index.contains_key(key)
+        self.position(key).is_some()
     }
 
     fn get(&self, key: &str) -> Option<&T> {
-        self.index.get(key).map(|&i| &self.order[i].1)
+        self.position(key).map(|i| &self.order[i].1)
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
-        self.order.iter().map(|(k, v)| (k.as_str(), v))
+        self.order.iter().map(|(k, v)| (k.as_ref(), v))
     }
 }
 
 /// A map key for a JSON value: strings as themselves, anything else as tagged JSON text (so the
 /// string "1" and the number 1 stay different keys, as in Python).
-fn key_string(value: &Value) -> String {
+fn key_of(value: &Value) -> Cow<'_, str> {
     match value {
-        Value::String(s) => s.clone(),
-        other => format!("\u{0}{other}"),
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(format!("\u{0}{other}")),
     }
 }
 
@@ -1094,6 +1125,42 @@ mod tests {
         assert!(
             sheet_changes(&older, &check(json!([]))).is_empty(),
             "no sheets: nothing"
+        );
+    }
+
+    #[test]
+    fn long_lists_and_duplicate_keys_behave_like_python_dicts() {
+        let mut list: KeyedList<'_, u32> = KeyedList::default();
+        for round in 0..2u32 {
+            for i in 0..40u32 {
+                list.insert(Cow::Owned(format!("k{i}")), round * 100 + i);
+            }
+        }
+        assert_eq!(list.iter().count(), 40, "each key once");
+        assert_eq!(
+            list.iter().next(),
+            Some(("k0", &100)),
+            "first position, last value"
+        );
+        assert_eq!(list.get("k39"), Some(&139));
+        assert!(!list.contains("k40"));
+
+        let groups = |names: std::ops::Range<u32>| {
+            names
+                .map(|n| json!({"name": format!("g{n}")}))
+                .collect::<Vec<_>>()
+        };
+        let old = dataset(json!({"groups": groups(0..30)}));
+        let new = dataset(json!({"groups": groups(5..35)}));
+        let events = detect(&old, &new);
+        let change = &events[0]["changed_fields"][0];
+        assert_eq!(
+            change["added_items"],
+            json!(["g30", "g31", "g32", "g33", "g34"])
+        );
+        assert_eq!(
+            change["removed_items"],
+            json!(["g0", "g1", "g2", "g3", "g4"])
         );
     }
 

@@ -24,22 +24,23 @@ pub fn plain_text(value: &Value) -> String {
 /// Markdown to plain text: rendered, tags removed, `"` as `&quot;`, whitespace runs collapsed to
 /// one space, trimmed.
 pub fn markdown_to_plain(markdown: &str) -> String {
-    let html = render(markdown.trim());
-    let text = strip_tags(&html);
+    let text = strip_tags(&render(markdown.trim()));
     let mut out = String::with_capacity(text.len());
-    for word in text.split(|c: char| c.is_whitespace() && c != '\r') {
-        let word: String = word.chars().filter(|c| *c != '\r').collect();
-        if word.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        for c in word.chars() {
-            if c == '"' {
-                out.push_str("&quot;");
-            } else {
-                out.push(c);
+    let mut space = false;
+    for c in text.chars() {
+        match c {
+            '\r' => {}
+            c if c.is_whitespace() => space = !out.is_empty(),
+            c => {
+                if space {
+                    out.push(' ');
+                    space = false;
+                }
+                if c == '"' {
+                    out.push_str("&quot;");
+                } else {
+                    out.push(c);
+                }
             }
         }
     }
