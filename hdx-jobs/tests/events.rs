@@ -80,7 +80,7 @@ fn bus(url: &str) -> Arc<EventBus> {
             stream: STREAM.into(),
             maxlen: 50_000,
             marker_ttl: Duration::from_secs(600),
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
             retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
         })
         .expect("bus"),
