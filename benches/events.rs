@@ -90,7 +90,14 @@ fn dataset(i: usize, resources: usize) -> Value {
         "version": null,
         "groups": [{"description": "", "display_name": "Romania", "id": "c92bd69f", "image_display_url": "",
                     "name": "rou", "title": "Romania"}],
-        "resources": (0..resources).map(|n| resource(i, n, &format!("Description of *file {n}*"))).collect::<Vec<_>>(),
+        "resources": (0..resources).map(|n| {
+            let mut r = resource(i, n, &format!("Description of *file {n}*"));
+            if n == 1 {
+                // Like the fixture's GeoJSON resource: a large untracked field.
+                r["shape_info"] = json!("[{\"state\": \"success\", \"message\": \"Import successful\"}]".repeat(30));
+            }
+            r
+        }).collect::<Vec<_>>(),
         "tags": [
             {"display_name": "health", "id": "t1", "name": "health", "state": "active",
              "vocabulary_id": "b891512e-9516-4bf5-962a-7a289772a2a1"},

@@ -455,13 +455,14 @@ fn changes_with(
     owners: Option<[&Value; 2]>,
 ) -> Vec<ChangedField> {
     static NULL: Value = Value::Null;
+    let (old_values, new_values) = (pick(old, fields), pick(new, fields));
     let mut changes = Vec::new();
-    for &field in fields {
+    for (i, &field) in fields.iter().enumerate() {
         let (old_raw, new_raw) = match (field, owners) {
             ("owner_org", Some([o, n])) => (o, n),
             _ => (
-                old.get(field).unwrap_or(&NULL),
-                new.get(field).unwrap_or(&NULL),
+                old_values.get(i).copied().flatten().unwrap_or(&NULL),
+                new_values.get(i).copied().flatten().unwrap_or(&NULL),
             ),
         };
         let (old_value, new_value) = if MARKDOWN_FIELDS.contains(&field) {
@@ -488,6 +489,31 @@ fn changes_with(
         });
     }
     changes
+}
+
+/// Most fields [`pick`] looks up at once.
+const MAX_PICKED: usize = 24;
+
+/// The values of `fields` in `dict`, by position. One pass over the dict's entries, comparing
+/// key lengths first, touches far less memory than a hashed lookup per field; short field lists
+/// are looked up directly.
+fn pick<'a>(
+    dict: &'a Map<String, Value>,
+    fields: &[&'static str],
+) -> [Option<&'a Value>; MAX_PICKED] {
+    let mut found = [None; MAX_PICKED];
+    if fields.len() < 4 || fields.len() > MAX_PICKED {
+        for (slot, field) in found.iter_mut().zip(fields) {
+            *slot = dict.get(*field);
+        }
+    } else {
+        for (key, value) in dict {
+            if let Some(i) = fields.iter().position(|f| *f == key) {
+                found[i] = Some(value);
+            }
+        }
+    }
+    found
 }
 
 /// Records a list change, replacing a scalar entry of the same field in place.
