@@ -188,6 +188,7 @@ pub(crate) async fn run(
         Command::Serve { bind } => serve(config.clone(), bind).await,
         Command::Scheduler(args) => crate::scheduling::scheduler(args, redis).await,
         Command::Schedule(command) => crate::scheduling::schedule(command, redis).await,
+        Command::Events(command) => crate::events::run(command, config).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! `HDX_REDIS_PORT`, `HDX_REDIS_GISDB` as deployed.
 
 mod commands;
+mod events;
 mod logging;
 mod output;
 mod scheduling;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
+pub use events::EventsCommand;
 pub use logging::LogFormat;
 pub use scheduling::{AddArgs, MisfireArg, ScheduleCommand, SchedulerArgs};
 
@@ -73,6 +75,9 @@ pub enum Command {
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
+    /// The change events bus: listen to it, or diff two dataset dicts.
+    #[command(subcommand)]
+    Events(EventsCommand),
 }
 
 /// Runs a parsed command line.

@@ -93,6 +93,17 @@ fn send_analytics_enqueues_the_body_unchanged() {
     assert_eq!(func, "analyticsapi.tasks.send_event.send_event_task");
     assert_eq!(args, vec![event]);
     assert_eq!(timeout, Some(300));
+    let retries: Vec<String> = server.redis.query(
+        redis::cmd("HMGET")
+            .arg(format!("rq:job:{}", ids[0]))
+            .arg("retries_left")
+            .arg("retry_intervals"),
+    );
+    assert_eq!(
+        retries,
+        vec!["3", "[10, 60, 300]"],
+        "retried when Mixpanel or GA is down"
+    );
 }
 
 #[test]

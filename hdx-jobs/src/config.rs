@@ -32,6 +32,48 @@ pub struct Config {
     pub geopreview: crate::geo::config::GeopreviewConfig,
     /// Where analytics events go (Mixpanel, Google Analytics) and how they are delivered.
     pub analytics: AnalyticsConfig,
+    /// The event bus (Redis stream) of change events.
+    pub events: EventsConfig,
+}
+
+/// Event bus settings (the Redis stream change events go to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// The stream Redis: `REDIS_STREAM_URL` (hdx-jobs addition), else built from
+    /// `REDIS_STREAM_HOST`, `REDIS_STREAM_PORT`, `REDIS_STREAM_DB` (defaults `redis`, 6379, 7).
+    pub stream_url: String,
+    /// The stream: `REDIS_STREAM_STREAM_NAME` (hdx-redis-lib's name), default `hdx_event_stream`.
+    pub stream_name: String,
+    /// Approximate cap of the stream (`MAXLEN ~`): `REDIS_STREAM_MAXLEN`, default 50000.
+    pub maxlen: u64,
+    /// Consumer group of `hdx-jobs events listen`: `REDIS_STREAM_GROUP_NAME`, default
+    /// `default_group` (the old reader's).
+    pub group_name: String,
+    /// Consumer name of `hdx-jobs events listen`: `REDIS_STREAM_CONSUMER_NAME`, default
+    /// `consumer-1` (the old reader's).
+    pub consumer_name: String,
+}
+
+impl EventsConfig {
+    /// Reads the section.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let stream_url = match env.string("REDIS_STREAM_URL") {
+            Some(url) => url,
+            None => format!(
+                "redis://{}:{}/{}",
+                env.string_or("REDIS_STREAM_HOST", "redis"),
+                env.parse::<u16>("REDIS_STREAM_PORT")?.unwrap_or(6379),
+                env.parse::<u32>("REDIS_STREAM_DB")?.unwrap_or(7),
+            ),
+        };
+        Ok(EventsConfig {
+            stream_url,
+            stream_name: env.string_or("REDIS_STREAM_STREAM_NAME", "hdx_event_stream"),
+            maxlen: env.parse("REDIS_STREAM_MAXLEN")?.unwrap_or(50_000),
+            group_name: env.string_or("REDIS_STREAM_GROUP_NAME", "default_group"),
+            consumer_name: env.string_or("REDIS_STREAM_CONSUMER_NAME", "consumer-1"),
+        })
+    }
 }
 
 /// CKAN settings.
@@ -325,6 +367,7 @@ impl Config {
             gis_db: crate::geo::config::GisDbConfig::from_env(&env)?,
             geopreview: crate::geo::config::GeopreviewConfig::from_env(&env)?,
             analytics: AnalyticsConfig::from_env(&env)?,
+            events: EventsConfig::from_env(&env)?,
         })
     }
 }
@@ -409,6 +452,22 @@ mod tests {
         ] {
             assert!(config(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn event_stream_defaults_and_overrides() {
+        let c = config(&[]).expect("config");
+        assert_eq!(c.events.stream_url, "redis://redis:6379/7");
+        assert_eq!(c.events.stream_name, "hdx_event_stream");
+        assert_eq!(c.events.maxlen, 50_000);
+        let c = config(&[("REDIS_STREAM_HOST", "r"), ("REDIS_STREAM_DB", "9")]).expect("config");
+        assert_eq!(c.events.stream_url, "redis://r:6379/9");
+        let c = config(&[
+            ("REDIS_STREAM_URL", "redis://x/3"),
+            ("REDIS_STREAM_DB", "9"),
+        ])
+        .expect("config");
+        assert_eq!(c.events.stream_url, "redis://x/3");
     }
 
     #[test]

@@ -49,5 +49,7 @@ pub fn task_registry(config: &Config) -> TaskRegistry {
         wire::SCHEDULE_API_CALL,
         crate::api_call::ScheduleApiCallTask::new(&config.ckan),
     );
+    crate::events::register(&mut registry, config);
+    crate::fs_check::register(&mut registry, config);
     registry
 }

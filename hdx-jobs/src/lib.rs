@@ -14,7 +14,8 @@
 //! - [`hdx`]: HDX's tasks under the Python wire names of the old service;
 //! - [`analytics`]: the analytics job (Mixpanel, Google Analytics 4);
 //! - [`config`]: settings from the environment variables HDX deployments use;
-//! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs.
+//! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs;
+//! - [`events`], [`fs_check`]: change events on the Redis Streams event bus, file-structure checks.
 //!
 //! ## Embedding
 //!
@@ -61,6 +62,8 @@ pub mod builtin;
 pub mod ckan;
 pub mod config;
 pub mod connection;
+pub mod events;
+pub mod fs_check;
 pub mod geo;
 pub mod hdx;
 pub mod http;

@@ -6,6 +6,8 @@
 //! - [`python`], [`rq_peer`]: the real Python `rq` 2.12 in the venv that `scripts/test.sh`
 //!   makes, driven through `testkit/python/rq_peer.py`.
 //! - [`eventually`] / [`eventually_async`]: poll a condition with a deadline instead of sleeping.
+//! - [`stream_consumer`]: a Python reader of the event stream, as HDX's consumers read it;
+//!   [`shared_fixture`]: the shared fixtures beside the repository.
 
 pub mod http;
 
@@ -198,6 +200,36 @@ pub fn rq_peer(url: &str, args: &[&str]) -> String {
 pub fn rq_peer_json(url: &str, args: &[&str]) -> serde_json::Value {
     let out = rq_peer(url, args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("rq_peer.py printed no JSON ({e}): {out}"))
+}
+
+/// Reads `--count N` events from a stream as HDX's consumers do (XREADGROUP, then
+/// `json.loads(body)`), through `testkit/python/stream_consumer.py`; returns its JSON list of
+/// `{id, event_type, body}`.
+pub fn stream_consumer(url: &str, args: &[&str]) -> serde_json::Value {
+    let dir = workspace_root().join("testkit/python");
+    let output = Command::new(python())
+        .arg(dir.join("stream_consumer.py"))
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run the Python stream consumer");
+    check(&output, "stream_consumer.py");
+    serde_json::from_slice(&output.stdout).expect("stream_consumer.py prints JSON")
+}
+
+/// A file of the shared fixtures (`../shared/fixtures/<relative>` beside the workspace).
+pub fn shared_fixture(relative: &str) -> PathBuf {
+    let path = workspace_root()
+        .parent()
+        .expect("the workspace has a parent folder")
+        .join("shared/fixtures")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "fixture {} is missing (shared/ must sit beside the repository)",
+        path.display()
+    );
+    path
 }
 
 /// Panics with the output of a failed command.

@@ -1,0 +1,195 @@
+//! Markdown fields (notes, license_other, methodology_other, description, caveats) are compared
+//! and reported as plain text, so a formatting-only edit is no change. The old service rendered
+//! the Markdown to HTML, removed the tags (`<[^><]*>`), turned newlines into spaces, wrote `"` as
+//! `&quot;` and trimmed. We do the same with a CommonMark parser (pulldown-cmark) and, as the
+//! issue allows, collapse every whitespace run to one space (the two renderers place newlines and
+//! indentation differently; the words and their order are what matter).
+
+use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+use serde_json::Value;
+
+use super::pyvalue::{py_str, truthy};
+
+/// The plain text of a Markdown field's value; a missing or empty value is "".
+pub fn plain_text(value: &Value) -> String {
+    if !truthy(value) {
+        return String::new();
+    }
+    match value {
+        Value::String(s) => markdown_to_plain(s),
+        other => markdown_to_plain(&py_str(other)),
+    }
+}
+
+/// Markdown to plain text: rendered, tags removed, `"` as `&quot;`, whitespace runs collapsed to
+/// one space, trimmed.
+pub fn markdown_to_plain(markdown: &str) -> String {
+    let text = strip_tags(&render(markdown.trim()));
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.chars() {
+        match c {
+            '\r' => {}
+            c if c.is_whitespace() => space = !out.is_empty(),
+            c => {
+                if space {
+                    out.push(' ');
+                    space = false;
+                }
+                if c == '"' {
+                    out.push_str("&quot;");
+                } else {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The HTML text content a renderer would write: text escaped as HTML body text, raw HTML kept
+/// (its tags are stripped next), a line break around every block, image alt text dropped (it
+/// lives in an attribute).
+fn render(markdown: &str) -> String {
+    let mut html = String::with_capacity(markdown.len() + 16);
+    let mut in_image = 0usize;
+    for event in Parser::new(markdown) {
+        match event {
+            Event::Text(text) | Event::Code(text) if in_image == 0 => escape_body(&mut html, &text),
+            Event::Html(raw) | Event::InlineHtml(raw) if in_image == 0 => html.push_str(&raw),
+            Event::SoftBreak | Event::HardBreak | Event::Rule => html.push('\n'),
+            Event::Start(Tag::Image { .. }) => in_image += 1,
+            Event::End(TagEnd::Image) => in_image = in_image.saturating_sub(1),
+            Event::Start(tag) if !is_inline(&tag.to_end()) => html.push('\n'),
+            Event::End(tag) if !is_inline(&tag) => html.push('\n'),
+            _ => {}
+        }
+    }
+    html
+}
+
+fn is_inline(tag: &TagEnd) -> bool {
+    matches!(
+        tag,
+        TagEnd::Emphasis
+            | TagEnd::Strong
+            | TagEnd::Strikethrough
+            | TagEnd::Link
+            | TagEnd::Image
+            | TagEnd::Superscript
+            | TagEnd::Subscript
+    )
+}
+
+/// `&`, `<`, `>` as entities (what Markdown renderers escape in text).
+fn escape_body(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Removes every `<...>` holding no `<` or `>` (the old service's `re.sub('<[^><]*>', '', ...)`).
+pub fn strip_tags(html: &str) -> String {
+    let bytes = html.as_bytes();
+    let mut out = String::with_capacity(html.len());
+    let mut i = 0;
+    let mut kept_from = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'<' {
+            let close = bytes[i + 1..]
+                .iter()
+                .position(|b| *b == b'<' || *b == b'>')
+                .map(|p| p + i + 1);
+            if let Some(end) = close.filter(|&end| bytes[end] == b'>') {
+                out.push_str(&html[kept_from..i]);
+                i = end + 1;
+                kept_from = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&html[kept_from..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_old_services_examples() {
+        let notes = "
+    This is a paragraph with **bold** and _italic_ text.
+    <ul>
+        <li>Item 1</li>
+        <li>Item 2</li>
+    </ul>
+    [Visit our website](https://example.com)
+    <div class=\"warning\">This is a warning!</div>
+    ";
+        assert_eq!(
+            markdown_to_plain(notes),
+            "This is a paragraph with bold and italic text. Item 1 Item 2 Visit our website This is a warning!"
+        );
+        assert_eq!(
+            markdown_to_plain(
+                "This is a *Markdown* example <em>with</em> HTML tags.\n\nExtra text."
+            ),
+            "This is a Markdown example with HTML tags. Extra text."
+        );
+        assert_eq!(
+            markdown_to_plain(
+                "   A *Markdown* example <em>with</em> HTML tags.   \n\nText.   \n\n   "
+            ),
+            "A Markdown example with HTML tags. Text."
+        );
+    }
+
+    #[test]
+    fn formatting_does_not_matter() {
+        assert_eq!(
+            markdown_to_plain("This is a paragraph with bold and _italic_ text."),
+            markdown_to_plain("This is a paragraph with **bold** and *italic* text.")
+        );
+        assert_eq!(
+            markdown_to_plain("# Title\n\n- one\n- two\n  - nested"),
+            "Title one two nested"
+        );
+        assert_eq!(markdown_to_plain("a\r\nb"), "a b");
+    }
+
+    #[test]
+    fn escapes_quotes_and_html_specials_like_the_renderer() {
+        assert_eq!(
+            markdown_to_plain("He said \"hi\" & left <3"),
+            "He said &quot;hi&quot; &amp; left &lt;3"
+        );
+        assert_eq!(markdown_to_plain("`a<b>`"), "a&lt;b&gt;");
+        assert_eq!(markdown_to_plain("see ![a chart](x.png) here"), "see here");
+        assert_eq!(markdown_to_plain("<https://x.org>"), "https://x.org");
+    }
+
+    #[test]
+    fn missing_and_empty_values_are_empty() {
+        assert_eq!(plain_text(&json!(null)), "");
+        assert_eq!(plain_text(&json!("")), "");
+        assert_eq!(plain_text(&json!("  \n ")), "");
+        assert_eq!(plain_text(&json!(12)), "12");
+    }
+
+    #[test]
+    fn strips_tags_like_the_regex() {
+        assert_eq!(strip_tags("a<b>c</b>d"), "acd");
+        assert_eq!(strip_tags("a < b <i>c</i>"), "a < b c");
+        assert_eq!(strip_tags("x<y<z>w"), "x<yw");
+        assert_eq!(strip_tags("<"), "<");
+        assert_eq!(strip_tags("é<b>ü</b>"), "éü");
+    }
+}

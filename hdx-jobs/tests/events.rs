@@ -1,0 +1,675 @@
+//! Change events against the shared CKAN fixtures, real Redis and the real Python rq: what the
+//! detector finds, what a job enqueued like the old API did pushes, what a Python consumer reads
+//! from the stream, and that Redis failures during the push never lose or duplicate events.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hdx_jobs::events::bus::{EventBus, EventBusOptions, PUSH_SCRIPT};
+use hdx_jobs::events::consumer::{
+    Consumer, ConsumerOptions, EventHandler, HandlerError, StreamEvent,
+};
+use hdx_jobs::events::{detect_changes, event_time_now, DetectChanges, DETECT_CHANGES};
+use hdx_jobs::rq::worker::WorkerOptions;
+use hdx_jobs::task::TaskRegistry;
+use serde_json::{json, Value};
+use testkit::{redis, PrivateRedis, TestRedis};
+
+const WAIT: Duration = Duration::from_secs(30);
+const STREAM: &str = "hdx_event_stream";
+
+fn fixture(name: &str) -> Value {
+    let path = testkit::shared_fixture(&format!("ckan/{name}"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture")).expect("JSON")
+}
+
+fn detect(old: &Value, new: &Value) -> Vec<Value> {
+    detect_changes(&json!("alexg"), old, new, &event_time_now())
+        .expect("detect")
+        .iter()
+        .map(|e| e.to_json())
+        .collect()
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn fields(event: &Value) -> Vec<String> {
+    event["changed_fields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["field"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The events without `event_time` (one per run, so two runs differ only there), after checking
+/// that all events of the list share one.
+fn without_time(events: &[Value]) -> Vec<Value> {
+    let times: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_time"].as_str().expect("event_time"))
+        .collect();
+    assert_eq!(times.len(), 1, "one event_time per run: {times:?}");
+    events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().expect("object").remove("event_time");
+            e
+        })
+        .collect()
+}
+
+fn bus(url: &str) -> Arc<EventBus> {
+    Arc::new(
+        EventBus::new(EventBusOptions {
+            url: url.to_string(),
+            stream: STREAM.into(),
+            maxlen: 50_000,
+            marker_ttl: Duration::from_secs(600),
+            timeout: Duration::from_secs(5),
+            retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+        })
+        .expect("bus"),
+    )
+}
+
+fn registry(bus: Arc<EventBus>) -> TaskRegistry {
+    let mut tasks = TaskRegistry::with_builtins();
+    tasks.register(DETECT_CHANGES, DetectChanges::new(bus));
+    tasks
+}
+
+/// The job argument the old API enqueued: one dict.
+fn job_args(old: &Value, new: &Value) -> String {
+    json!([{"username": "alexg", "old_dataset_dict": old, "new_dataset_dict": new}]).to_string()
+}
+
+/// Enqueues like the old Flask API: Python rq, pickle, `event_q`.
+fn enqueue_like_the_old_api(queue_url: &str, args: &str, extra: &[&str]) -> String {
+    let mut all = vec![
+        "enqueue",
+        "--serializer",
+        "pickle",
+        "--queue",
+        "event_q",
+        "--func",
+        DETECT_CHANGES,
+        "--args",
+        args,
+    ];
+    all.extend_from_slice(extra);
+    testkit::rq_peer(queue_url, &all)
+}
+
+fn xlen(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    redis::cmd("XLEN")
+        .arg(STREAM)
+        .query(&mut conn)
+        .expect("XLEN")
+}
+
+/// The bodies a Python consumer (XREADGROUP, json.loads(body)) reads.
+fn python_reads(url: &str, count: usize) -> Vec<Value> {
+    let read = testkit::stream_consumer(url, &["--count", &count.to_string()]);
+    read.as_array()
+        .expect("list")
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["event_type"], entry["body"]["event_type"]);
+            entry["body"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn the_fixture_pair_gives_exactly_the_five_events() {
+    let events = detect(&fixture("dataset_old.json"), &fixture("dataset_new.json"));
+    assert_eq!(
+        types(&events),
+        [
+            "dataset-metadata-changed",
+            "resource-deleted",
+            "resource-created",
+            "resource-data-changed",
+            "resource-metadata-changed"
+        ]
+    );
+    let mut dataset_fields = fields(&events[0]);
+    dataset_fields.sort();
+    assert_eq!(
+        dataset_fields,
+        ["data_update_frequency", "groups", "notes", "tags"]
+    );
+    let changed: Vec<&Value> = events[0]["changed_fields"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .collect();
+    let by_field = |name: &str| {
+        *changed
+            .iter()
+            .find(|f| f["field"] == name)
+            .expect("field present")
+    };
+    assert_eq!(
+        by_field("groups"),
+        &json!({"field": "groups", "added_items": ["bel"], "removed_items": []})
+    );
+    assert_eq!(
+        by_field("tags"),
+        &json!({"field": "tags", "added_items": [], "removed_items": ["geodata"]})
+    );
+    assert_eq!(
+        by_field("data_update_frequency")["old_display_value"],
+        "Every month"
+    );
+    assert_eq!(
+        by_field("notes")["new_value"],
+        "This is a test dataset. (MODIFIED)"
+    );
+    assert_eq!(events[1]["resource_name"], "belgium.geojson");
+    assert_eq!(events[2]["resource_name"], "belgium2.geojson");
+    assert_eq!(events[3]["resource_name"], "test2.csv");
+    assert_eq!(fields(&events[3]), ["last_modified"]);
+    assert_eq!(events[4]["resource_name"], "test2.csv");
+    assert_eq!(fields(&events[4]), ["name", "description"]);
+    for event in &events {
+        assert_eq!(event["dataset_name"], "search-test-dataset-1");
+        assert_eq!(event["org_title"], "INNAGO");
+        assert_eq!(event["initiator_user_name"], "alexg");
+        assert_eq!(event["event_source"], "ckan");
+    }
+}
+
+#[test]
+fn a_new_dataset_gives_three_events() {
+    let events = detect(&json!({}), &fixture("dataset_new.json"));
+    assert_eq!(
+        types(&events),
+        ["dataset-created", "resource-created", "resource-created"]
+    );
+    let created = fields(&events[0]);
+    for field in ["name", "title", "notes", "owner_org", "groups", "tags"] {
+        assert!(
+            created.contains(&field.to_string()),
+            "{field} in {created:?}"
+        );
+    }
+}
+
+#[test]
+fn a_showcase_gives_none() {
+    let mut showcase = fixture("dataset_new.json");
+    showcase["type"] = json!("showcase");
+    assert!(detect(&json!({}), &showcase).is_empty());
+    let mut old = showcase.clone();
+    old["title"] = json!("Before");
+    assert!(detect(&old, &showcase).is_empty());
+}
+
+#[test]
+fn a_markdown_formatting_only_change_of_notes_gives_none() {
+    let mut old = fixture("dataset_new.json");
+    let mut new = old.clone();
+    old["notes"] =
+        json!("This is a test dataset with **bold** and _italic_ text.\n\nSecond paragraph.");
+    new["notes"] =
+        json!("This is a test dataset with bold and *italic* text.\nSecond   paragraph.");
+    assert!(detect(&old, &new).is_empty());
+}
+
+#[test]
+fn display_values_as_the_contract_lists() {
+    let old = fixture("dataset_new.json");
+    let mut new = old.clone();
+    new["organization"]["id"] = json!("org-2");
+    new["organization"]["title"] = json!("Second Org");
+    new["subnational"] = json!("0");
+    new["dataset_date"] = json!("[2022-03-03T00:00:00 TO 2022-03-10T00:00:00]");
+    new["data_update_frequency"] = json!("7");
+    new["license_id"] = json!("hdx-multi");
+    new["resources"][0]["microdata"] = json!(true);
+    let events = detect(&old, &new);
+    assert_eq!(
+        types(&events),
+        ["dataset-metadata-changed", "resource-metadata-changed"]
+    );
+    let shown: Vec<(String, Value, Value)> = events[0]["changed_fields"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap_or("").to_string(),
+                f["old_display_value"].clone(),
+                f["new_display_value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                "subnational".into(),
+                json!("subnational"),
+                json!("not subnational")
+            ),
+            ("owner_org".into(), json!("INNAGO"), json!("Second Org")),
+            (
+                "dataset_date".into(),
+                json!("March 03, 2022 to *"),
+                json!("March 03, 2022 to March 10, 2022")
+            ),
+            (
+                "data_update_frequency".into(),
+                json!("60"),
+                json!("Every week")
+            ),
+            (
+                "license_id".into(),
+                json!("Creative Commons Attribution International"),
+                json!("Multiple Licenses")
+            ),
+        ]
+    );
+    assert_eq!(
+        events[1]["changed_fields"],
+        json!([{"field": "microdata", "new_value": true, "new_display_value": "contains microdata",
+                "old_value": false, "old_display_value": "does not contain microdata"}])
+    );
+}
+
+#[test]
+fn sheet_events_come_from_a_changed_fs_check_info() {
+    let sheet = |name: &str, nrows: u64| {
+        json!({"name": name, "nrows": nrows, "ncols": 4,
+        "header_hash": "h", "hashtag_hash": null, "has_merged_cells": false})
+    };
+    let check =
+        |sheets: Value| json!({"state": "success", "hxl_proxy_response": {"sheets": sheets}});
+    let older = check(json!([sheet("Sheet1", 10), sheet("Removed", 2)]));
+    let newer = check(json!([sheet("Sheet1", 12), sheet("Added", 5)]));
+    let mut old = fixture("dataset_new.json");
+    old["resources"][0]["fs_check_info"] = json!(json!([older]).to_string());
+    let mut new = old.clone();
+    new["resources"][0]["fs_check_info"] = json!(json!([older, newer]).to_string());
+    let events = detect(&old, &new);
+    assert_eq!(
+        types(&events),
+        [
+            "spreadsheet-sheet-created",
+            "spreadsheet-sheet-deleted",
+            "spreadsheet-sheet-changed"
+        ]
+    );
+    let sheets: Vec<&Value> = events.iter().map(|e| &e["sheet_id"]).collect();
+    assert_eq!(
+        sheets,
+        [&json!("Added"), &json!("Removed"), &json!("Sheet1")]
+    );
+    assert_eq!(events[0]["changed_fields"], Value::Null);
+    assert_eq!(events[2]["resource_name"], "test2.csv");
+    assert_eq!(fields(&events[2]), ["nrows"]);
+}
+
+/// The acceptance test: a job pickled by Python rq like the old API enqueued it runs on the Rust
+/// worker; a Python consumer reads events equal to what the detector (`events diff`) gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pickled_job_pushes_events_python_consumers_read() {
+    let queue = TestRedis::new();
+    let stream = TestRedis::new();
+    let (old, new) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
+    let id = enqueue_like_the_old_api(queue.url(), &job_args(&old, &new), &[]);
+
+    let options = WorkerOptions {
+        burst: true,
+        ..fast_options(&["event_q"])
+    };
+    let report = start_worker(&client(&queue), registry(bus(stream.url())), options)
+        .join()
+        .await;
+    assert_eq!((report.succeeded, report.failed), (1, 0));
+
+    let job = testkit::rq_peer_json(queue.url(), &["fetch", &id, "--serializer", "pickle"]);
+    assert_eq!(job["status"], "finished", "{job}");
+    let returned = job["return_value"].as_array().expect("events returned");
+    assert_eq!(returned.len(), 5);
+
+    let read = python_reads(stream.url(), 5);
+    assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
+    assert_eq!(without_time(&read), without_time(returned));
+    assert_eq!(xlen(stream.url()), 5);
+    // The wire format of hdx-redis-lib: fields event_type then body.
+    let entries: Vec<(String, Vec<String>)> =
+        stream.query(redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+"));
+    let types_and_bodies: Vec<(String, Value)> = entries
+        .iter()
+        .map(|(_, fields)| {
+            assert_eq!(
+                (fields[0].as_str(), fields[2].as_str()),
+                ("event_type", "body")
+            );
+            (
+                fields[1].clone(),
+                serde_json::from_str(&fields[3]).expect("body"),
+            )
+        })
+        .collect();
+    assert_eq!(types_and_bodies[0].0, "dataset-metadata-changed");
+    assert_eq!(types_and_bodies[0].1, read[0]);
+}
+
+/// A job that runs again under the same id (RQ's retries, a requeue) appends nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_the_same_job_appends_nothing_twice() {
+    let queue = TestRedis::new();
+    let stream = TestRedis::new();
+    let args = job_args(&fixture("dataset_old.json"), &fixture("dataset_new.json"));
+    let bus = bus(stream.url());
+    for _ in 0..2 {
+        enqueue_like_the_old_api(queue.url(), &args, &["--id", "same-job"]);
+        let options = WorkerOptions {
+            burst: true,
+            ..fast_options(&["event_q"])
+        };
+        let report = start_worker(&client(&queue), registry(bus.clone()), options)
+            .join()
+            .await;
+        assert_eq!(report.succeeded, 1);
+        assert_eq!(xlen(stream.url()), 5);
+    }
+    // A different job with the same dicts is a different run.
+    enqueue_like_the_old_api(queue.url(), &args, &[]);
+    let options = WorkerOptions {
+        burst: true,
+        ..fast_options(&["event_q"])
+    };
+    start_worker(&client(&queue), registry(bus), options)
+        .join()
+        .await;
+    assert_eq!(xlen(stream.url()), 10);
+}
+
+/// The stream Redis is down when the job runs: the job fails as retryable (after its in-task
+/// retries), RQ schedules the retry, and once Redis is back the events land exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outage_makes_the_job_retry_without_duplicates() {
+    let queue = TestRedis::new();
+    let mut stream = PrivateRedis::start();
+    let (old, new) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
+    stream.stop();
+
+    let id = enqueue_like_the_old_api(
+        queue.url(),
+        &job_args(&old, &new),
+        &["--retry", "5", "--interval", "1"],
+    );
+    let options = WorkerOptions {
+        with_scheduler: true,
+        ..fast_options(&["event_q"])
+    };
+    let worker = start_worker(&client(&queue), registry(bus(&stream.url())), options);
+    wait_status(&queue, &id, "scheduled", WAIT).await;
+    assert_eq!(job_hash(&queue, &id)["retries_left"], "4", "one retry used");
+
+    stream.restart();
+    wait_status(&queue, &id, "finished", WAIT).await;
+    worker.stop().await;
+    assert_eq!(xlen(&stream.url()), 5);
+    let read = python_reads(&stream.url(), 5);
+    assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
+}
+
+/// A TCP proxy to Redis that, once, swallows the reply to a script call and closes the client's
+/// connection, while Redis has run the script: the push succeeded but the pusher saw a failure.
+struct ReplyCutter {
+    port: u16,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl ReplyCutter {
+    fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let armed = Arc::new(AtomicBool::new(true));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (upstream, thread_armed, thread_cuts) =
+            (upstream.to_string(), armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let script_sent = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let seen = script_sent.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if buf[..n]
+                            .windows(7)
+                            .any(|w| w.eq_ignore_ascii_case(b"EVALSHA"))
+                        {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (armed, cuts) = (thread_armed.clone(), thread_cuts.clone());
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if script_sent.load(Ordering::SeqCst) && armed.swap(false, Ordering::SeqCst)
+                        {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_out.shutdown(Shutdown::Both);
+                            break;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        ReplyCutter { port, cuts }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_reply_was_lost_is_not_appended_again() {
+    let stream = TestRedis::new();
+    let _: String = stream.query(redis::cmd("SCRIPT").arg("LOAD").arg(PUSH_SCRIPT));
+    let upstream = testkit::redis_base_url()
+        .trim_start_matches("redis://")
+        .to_string();
+    let cutter = ReplyCutter::start(&upstream);
+    let bus = bus(&format!("redis://127.0.0.1:{}/{}", cutter.port, stream.db));
+    let events = detect_changes(
+        &json!("alexg"),
+        &fixture("dataset_old.json"),
+        &fixture("dataset_new.json"),
+        &event_time_now(),
+    )
+    .expect("detect");
+
+    let outcome = bus.push("job-1", &events).await.expect("push");
+    assert_eq!(
+        cutter.cuts.load(Ordering::SeqCst),
+        1,
+        "the first reply was cut"
+    );
+    assert!(
+        !outcome.appended,
+        "the retry found the first attempt's events in place"
+    );
+    assert_eq!(xlen(stream.url()), 5);
+    let ids: Vec<String> = {
+        let reply: redis::streams::StreamRangeReply =
+            stream.query(redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+"));
+        reply.ids.into_iter().map(|e| e.id).collect()
+    };
+    assert_eq!(outcome.ids, ids);
+    let again = bus.push("job-1", &events).await.expect("push");
+    assert!(!again.appended);
+    assert_eq!(xlen(stream.url()), 5);
+    assert!(bus.push("job-2", &events).await.expect("push").appended);
+    assert_eq!(xlen(stream.url()), 10);
+}
+
+/// A handler that records events and fails while `failing` is set.
+struct Recorder {
+    seen: std::sync::Mutex<Vec<Value>>,
+    failing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &StreamEvent) -> Result<(), HandlerError> {
+        self.seen.lock().expect("seen").push(event.body.clone());
+        if self.failing.load(Ordering::SeqCst) {
+            Err(HandlerError("down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn consumer(url: &str, name: &str, claim_idle: Duration) -> Consumer {
+    Consumer::new(ConsumerOptions {
+        url: url.to_string(),
+        stream: STREAM.into(),
+        group: "default_group".into(),
+        consumer: name.into(),
+        types: Vec::new(),
+        batch: 10,
+        block: Duration::from_millis(200),
+        claim_idle,
+    })
+    .expect("consumer")
+}
+
+/// The library consumer: a failed event comes back after the idle time, a restart under the same
+/// name resumes its own pending events at once, and unreadable entries never block the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_library_delivers_at_least_once() {
+    let stream = TestRedis::new();
+    let events = detect_changes(
+        &json!("alexg"),
+        &fixture("dataset_old.json"),
+        &fixture("dataset_new.json"),
+        &event_time_now(),
+    )
+    .expect("detect");
+    bus(stream.url()).push("job", &events).await.expect("push");
+    let _: String = stream.query(
+        redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("event_type")
+            .arg("x")
+            .arg("body")
+            .arg("{not json"),
+    );
+    let expected: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
+
+    // First life: the handler fails; every event stays pending, the bad entry is dropped.
+    let down = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(true),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = consumer(stream.url(), "c1", Duration::from_secs(3600));
+    let run = {
+        let (down, stop) = (down.clone(), stop.clone());
+        tokio::spawn(async move { first.run(down.as_ref(), stop).await })
+    };
+    testkit::eventually_async("five failed deliveries", WAIT, || {
+        (down.seen.lock().expect("seen").len() >= 5).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!((stats.handled, stats.failed, stats.dropped), (0, 5, 1));
+
+    // Same name again, with a long claim idle: its own pending events come back at once.
+    let up = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(false),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let second = consumer(stream.url(), "c1", Duration::from_secs(3600));
+    let run = {
+        let (up, stop) = (up.clone(), stop.clone());
+        tokio::spawn(async move { second.run(up.as_ref(), stop).await })
+    };
+    testkit::eventually_async("the pending events handled", WAIT, || {
+        (up.seen.lock().expect("seen").len() >= 5).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!(stats.handled, 5);
+    assert_eq!(*up.seen.lock().expect("seen"), expected);
+    let (pending, _, _, _): (u64, Option<String>, Option<String>, redis::Value) =
+        stream.query(redis::cmd("XPENDING").arg(STREAM).arg("default_group"));
+    assert_eq!(pending, 0);
+
+    // Another consumer name claims events left by a failing one after the idle time.
+    bus(stream.url())
+        .push("job-2", &events[..1])
+        .await
+        .expect("push");
+    let flaky = Arc::new(Recorder {
+        seen: Default::default(),
+        failing: AtomicBool::new(true),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let third = consumer(stream.url(), "c3", Duration::from_millis(300));
+    let run = {
+        let (flaky, stop) = (flaky.clone(), stop.clone());
+        tokio::spawn(async move { third.run(flaky.as_ref(), stop).await })
+    };
+    testkit::eventually_async("a failed delivery", WAIT, || {
+        (!flaky.seen.lock().expect("seen").is_empty()).then_some(())
+    })
+    .await;
+    flaky.failing.store(false, Ordering::SeqCst);
+    testkit::eventually_async("the claimed retry", WAIT, || {
+        (flaky.seen.lock().expect("seen").len() >= 2).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.expect("join");
+    assert_eq!(stats.handled, 1);
+    assert!(stats.failed >= 1 && stats.claimed >= 1, "{stats:?}");
+}
