@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::Json;
 use hdx_jobs::hdx::wire;
-use hdx_jobs::rq::queue::{JobSpec, Queue};
+use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -13,20 +13,24 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody};
 use crate::AppState;
 
-/// Enqueues one job with the old call shape: one positional argument, the dict.
+/// Enqueues one job with the old call shape: one positional argument, the dict. Change events
+/// and analytics get RQ retries (the old API gave none): both tasks fail as retryable when the
+/// stream Redis or a service is down, and both are safe to run again (events are pushed once
+/// per job; Mixpanel deduplicates by `$insert_id`).
 async fn enqueue(
     state: &AppState,
     queue: &str,
     func: &str,
     dict: Value,
 ) -> Result<String, ApiError> {
-    let queue = Queue::new(state.redis().clone(), queue)
+    let handle = Queue::new(state.redis().clone(), queue)
         .map_err(ApiError::internal)?
         .with_default_timeout(state.config().core.job_timeout);
-    queue
-        .enqueue(JobSpec::new(func).args(vec![dict]))
-        .await
-        .map_err(ApiError::internal)
+    let mut spec = JobSpec::new(func).args(vec![dict]);
+    if queue == wire::EVENT_QUEUE || queue == wire::ANALYTICS_QUEUE {
+        spec = spec.retry(Retry::new(3).intervals(vec![10, 60, 300]));
+    }
+    handle.enqueue(spec).await.map_err(ApiError::internal)
 }
 
 /// Answer of `add-layer`.
