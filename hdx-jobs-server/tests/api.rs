@@ -414,7 +414,8 @@ fn run_checks_reports_real_checks_in_the_old_shape() {
             "Redis check",
             "PostGIS check",
             "CKAN action API check",
-            "Workers check"
+            "Workers check",
+            "Event bus check"
         ]
     );
     for check in results {
@@ -443,10 +444,13 @@ fn run_checks_reports_real_checks_in_the_old_shape() {
 
 #[test]
 fn run_checks_fail_without_workers_or_postgis() {
-    let server = TestServer::start(&[(
-        "HDX_GISDB_URL",
-        "host=127.0.0.1 port=1 user=nobody password=s3cret dbname=x",
-    )]);
+    let server = TestServer::start(&[
+        ("REDIS_STREAM_URL", "redis://127.0.0.1:1/7"),
+        (
+            "HDX_GISDB_URL",
+            "host=127.0.0.1 port=1 user=nobody password=s3cret dbname=x",
+        ),
+    ]);
     let (_, body) = server.get("/api/run-checks");
     assert_eq!(body["result"][0]["result"], "Passed");
     assert_eq!(body["result"][1]["result"], "Failed");
@@ -462,6 +466,8 @@ fn run_checks_fail_without_workers_or_postgis() {
     );
     assert_eq!(body["result"][3]["result"], "Failed");
     assert_eq!(body["result"][3]["subchecks"][0]["result"], "Failed");
+    assert_eq!(body["result"][4]["name"], "Event bus check");
+    assert_eq!(body["result"][4]["result"], "Failed");
 }
 
 #[test]

@@ -71,14 +71,15 @@ pub struct ChecksResponse {
     )
 )]
 pub async fn run_checks(State(state): State<AppState>) -> Json<ChecksResponse> {
-    let (redis, postgis, ckan, workers) = tokio::join!(
+    let (redis, postgis, ckan, workers, bus) = tokio::join!(
         check_redis(&state),
         check_postgis(&state),
         check_ckan(&state),
-        check_workers(&state)
+        check_workers(&state),
+        check_event_bus(&state)
     );
     Json(ChecksResponse {
-        result: vec![redis, postgis, ckan, workers],
+        result: vec![redis, postgis, ckan, workers, bus],
     })
 }
 
@@ -94,6 +95,35 @@ async fn check_redis(state: &AppState) -> CheckResult {
         "Redis check",
         "Redis ping",
         "The queue Redis answers PING",
+        outcome,
+    )
+}
+
+async fn check_event_bus(state: &AppState) -> CheckResult {
+    let events = &state.config().core.events;
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let client = hdx_jobs::RedisClient::open(&events.stream_url).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .dedicated(Some(CHECK_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
+        let kind: String = redis::cmd("TYPE")
+            .arg(&events.stream_name)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        match kind.as_str() {
+            "stream" | "none" => Ok(()),
+            other => Err(format!("{} is a {other}, not a stream", events.stream_name)),
+        }
+    })
+    .await
+    .map_err(|_| "timed out".to_string())
+    .and_then(|r| r);
+    CheckResult::new(
+        "Event bus check",
+        "Redis stream",
+        "The event stream's Redis answers and the stream key holds a stream (or does not exist yet)",
         outcome,
     )
 }

@@ -32,6 +32,7 @@ impl TestServer {
         let ckan = FakeServer::start();
         let mut env: HashMap<String, String> = HashMap::from([
             ("HDX_REDIS_URL".into(), redis.url().to_string()),
+            ("REDIS_STREAM_URL".into(), redis.url().to_string()),
             ("HDX_GISDB_URL".into(), postgres.conn_string()),
             (
                 "CKAN_API_BASE_URL".into(),
