@@ -22,6 +22,8 @@ pub struct ServerConfig {
     /// Largest request body accepted (`HDX_JOBS_MAX_BODY_BYTES`, default 32 MiB: CKAN dataset
     /// dicts with hundreds of resources are big).
     pub max_body_bytes: usize,
+    /// Memory for cached tiles (`HDX_JOBS_TILE_CACHE_MB`, default 256).
+    pub tile_cache_bytes: u64,
 }
 
 impl ServerConfig {
@@ -48,6 +50,9 @@ impl ServerConfig {
             max_body_bytes: env
                 .parse("HDX_JOBS_MAX_BODY_BYTES")?
                 .unwrap_or(32 * 1024 * 1024),
+            tile_cache_bytes: env.parse::<u64>("HDX_JOBS_TILE_CACHE_MB")?.unwrap_or(256)
+                * 1024
+                * 1024,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod http_metrics;
 pub mod routes;
+pub mod tiles;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use utoipa_axum::routes;
 
 pub use config::ServerConfig;
 use error::ApiError;
-use routes::{checks, enqueue, health, layers, metrics, monitor, scheduler};
+use routes::{checks, enqueue, health, layers, metrics, monitor, preview, scheduler};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -40,18 +41,31 @@ struct Inner {
     redis: RedisClient,
     config: ServerConfig,
     http_metrics: http_metrics::HttpMetrics,
+    tiles: Arc<tiles::TileService>,
 }
 
 impl AppState {
-    /// State over a Redis client and the configuration.
-    pub fn new(redis: RedisClient, config: ServerConfig) -> Self {
-        AppState {
+    /// State over a Redis client and the configuration (no connection is made yet).
+    pub fn new(redis: RedisClient, config: ServerConfig) -> Result<Self, ServeError> {
+        let tiles = tiles::TileService::new(
+            &config.core.gis_db,
+            &config.core.geopreview.table_name_prefix,
+            config.tile_cache_bytes,
+        )
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+        Ok(AppState {
             inner: Arc::new(Inner {
                 redis,
                 config,
                 http_metrics: Default::default(),
+                tiles: Arc::new(tiles),
             }),
-        }
+        })
+    }
+
+    /// The tile service.
+    pub fn tiles(&self) -> &tiles::TileService {
+        &self.inner.tiles
     }
 
     /// The queue Redis.
@@ -112,6 +126,11 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(routes::tiles::tile))
+        .routes(routes!(routes::tiles::legacy_tile))
+        .routes(routes!(routes::tiles::tilejson))
+        .routes(routes!(preview::page))
+        .routes(routes!(preview::asset))
         .split_for_parts()
 }
 
@@ -214,6 +233,9 @@ pub enum ServeError {
     /// The Redis URL is invalid.
     #[error(transparent)]
     Redis(#[from] hdx_jobs::rq::error::RqError),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
     /// The server failed while running.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -235,10 +257,12 @@ pub async fn run(
         redis = %state.redis().display_url(),
         "serving the hdx-jobs API"
     );
-    axum::serve(listener, router(state))
+    let layer_changes = tokio::spawn(state.inner.tiles.clone().listen_for_changes());
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .await;
+    layer_changes.abort();
+    Ok(served?)
 }
 
 /// Binds the configured address and serves until `shutdown` completes.
@@ -251,5 +275,5 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    run(listener, AppState::new(redis, config), shutdown).await
+    run(listener, AppState::new(redis, config)?, shutdown).await
 }

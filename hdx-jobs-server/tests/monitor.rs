@@ -74,6 +74,15 @@ fn the_monitor_api_lists_inspects_and_acts() {
         json!({"args": [7], "kwargs": {}})
     );
     assert_eq!(server.get("/monitor/api/jobs/nope").0, 404);
+    assert!(detail.get("preview_url").is_none());
+    let (_, _) = server
+        .get("/api/add-layer/dataset/d/resource/ab-12?resource_download_url=http://x/a.geojson");
+    let geo = server.queued("geo_q")[0].clone();
+    let (_, detail) = server.get(&format!("/monitor/api/jobs/{geo}"));
+    assert_eq!(
+        detail["preview_url"], "/preview/pre_ab_12",
+        "a geopreview job links to its map"
+    );
     assert_eq!(
         server.get("/monitor/api/queues/work/jobs?registry=bogus").0,
         400

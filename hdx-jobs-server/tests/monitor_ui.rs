@@ -4,55 +4,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{ChromeDriver, TestServer};
 use fantoccini::{ClientBuilder, Locator};
 use hdx_jobs::rq::queue::{JobSpec, Queue};
 use hdx_jobs::rq::worker::{Worker, WorkerOptions};
 use hdx_jobs::task::TaskRegistry;
-use serde_json::json;
-
-struct ChromeDriver {
-    child: Child,
-    url: String,
-    profile: std::path::PathBuf,
-}
-
-impl ChromeDriver {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (package chromium-driver; run scripts/setup.sh)");
-        let url = format!("http://127.0.0.1:{port}");
-        let status = format!("{url}/status");
-        testkit::eventually("chromedriver to answer", Duration::from_secs(20), || {
-            ureq::get(&status).call().ok()
-        });
-        let profile = std::env::temp_dir().join(format!("hdx-jobs-chromium-{port}"));
-        ChromeDriver {
-            child,
-            url,
-            profile,
-        }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
 
 #[test]
 fn clicking_requeue_in_the_monitor_moves_a_failed_job_back_to_its_queue() {
@@ -84,18 +42,8 @@ async fn drive_the_monitor(server: &TestServer, driver: &ChromeDriver) {
         .await
         .expect("run");
 
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", format!("--user-data-dir={}", driver.profile.display())]
-        }),
-    );
     let browser = ClientBuilder::native()
-        .capabilities(capabilities)
+        .capabilities(driver.capabilities(1280, 900))
         .connect(&driver.url)
         .await
         .expect("browser session");

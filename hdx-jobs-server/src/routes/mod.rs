@@ -7,4 +7,6 @@ pub mod health;
 pub mod layers;
 pub mod metrics;
 pub mod monitor;
+pub mod preview;
 pub mod scheduler;
+pub mod tiles;

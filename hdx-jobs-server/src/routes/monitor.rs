@@ -203,9 +203,29 @@ pub async fn job(
         .await
         .map_err(rq_error)?
         .ok_or_else(|| rq_error(RqError::NoSuchJob(id)))?;
-    Ok(Json(
-        serde_json::to_value(view).map_err(ApiError::internal)?,
-    ))
+    // A geopreview job links to its layer's map.
+    let preview_url = (view.func_name.as_deref() == Some(hdx_jobs::hdx::wire::CREATE_PREVIEW))
+        .then(|| {
+            view.args
+                .as_ref()?
+                .first()?
+                .get("resource_id")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .flatten()
+        .map(|resource| {
+            let prefix = &state.config().core.geopreview.table_name_prefix;
+            format!(
+                "/preview/{}",
+                hdx_jobs::geo::layers::layer_id(prefix, &resource)
+            )
+        });
+    let mut value = serde_json::to_value(view).map_err(ApiError::internal)?;
+    if let (Some(url), Some(object)) = (preview_url, value.as_object_mut()) {
+        object.insert("preview_url".into(), Value::String(url));
+    }
+    Ok(Json(value))
 }
 
 /// Result of an action.

@@ -61,9 +61,13 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            hdx_jobs_server::run(listener, AppState::new(client, config), shutdown)
-                .await
-                .expect("server");
+            hdx_jobs_server::run(
+                listener,
+                AppState::new(client, config).expect("state"),
+                shutdown,
+            )
+            .await
+            .expect("server");
         });
         TestServer {
             url,
@@ -204,5 +208,69 @@ impl Drop for TestServer {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
         }
+    }
+}
+
+/// ChromeDriver on a free port with a fresh Chromium profile (Debian's chromium and
+/// chromium-driver, installed by scripts/setup.sh).
+pub struct ChromeDriver {
+    child: std::process::Child,
+    /// The WebDriver URL.
+    pub url: String,
+    /// The browser profile folder.
+    pub profile: std::path::PathBuf,
+}
+
+impl ChromeDriver {
+    /// Starts ChromeDriver.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (package chromium-driver; run scripts/setup.sh)");
+        let url = format!("http://127.0.0.1:{port}");
+        let status = format!("{url}/status");
+        testkit::eventually("chromedriver to answer", Duration::from_secs(20), || {
+            ureq::get(&status).call().ok()
+        });
+        let profile = std::env::temp_dir().join(format!("hdx-jobs-chromium-{port}"));
+        ChromeDriver {
+            child,
+            url,
+            profile,
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl ChromeDriver {
+    /// Headless Chromium capabilities for this driver, with a window of `width`x`height`.
+    pub fn capabilities(&self, width: u32, height: u32) -> serde_json::Map<String, Value> {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
+                         format!("--window-size={width},{height}"),
+                         format!("--user-data-dir={}", self.profile.display())]
+            }),
+        );
+        capabilities
     }
 }

@@ -93,6 +93,7 @@ pub async fn drop_layer(
     ))
     .await
     .map_err(|e| DbError::from_pg("cannot drop the layer", &e))?;
+    super::tiles::notify_changed(db, &table).await?;
     Ok(true)
 }
 
