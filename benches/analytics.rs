@@ -17,8 +17,10 @@
 //!
 //! Sizes: `BENCH_JOBS` (default 20,000), `BENCH_CONCURRENCY` (default 64).
 
+mod common;
+
+use common::*;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -79,22 +81,6 @@ fn start_collector(runtime: &tokio::runtime::Runtime, received: Shared) -> Strin
     url
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn release_binary() -> PathBuf {
-    let path = testkit::workspace_root().join("target/release/hdx-jobs");
-    assert!(
-        path.exists(),
-        "build it first: cargo build --release -p hdx-jobs-cli (scripts/bench.sh does)"
-    );
-    path
-}
-
 /// The arguments HDX's CKAN sends for a sign-up.
 fn arguments(send_ga: bool) -> Value {
     json!({
@@ -139,33 +125,6 @@ fn enqueue(test: &TestRedis, n: usize, arguments: &Value) -> Vec<String> {
     );
     assert_eq!(ids.len(), n);
     ids
-}
-
-/// Jobs per second between the first start and the last end; every job must have finished.
-fn processing_rate(test: &TestRedis, ids: &[String]) -> f64 {
-    let mut conn = test.conn();
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("HMGET")
-            .arg(format!("rq:job:{id}"))
-            .arg("status")
-            .arg("started_at")
-            .arg("ended_at");
-    }
-    let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
-        pipe.query(&mut conn).expect("read jobs");
-    let (mut first, mut last) = (f64::MAX, f64::MIN);
-    for (status, started, ended) in rows {
-        assert_eq!(status.as_deref(), Some("finished"), "every job must finish");
-        let t = |s: Option<String>| {
-            hdx_jobs::rq::time::parse_ts(&s.unwrap_or_default())
-                .map(|t| t.timestamp_micros() as f64 / 1e6)
-                .expect("time")
-        };
-        first = first.min(t(started));
-        last = last.max(t(ended));
-    }
-    ids.len() as f64 / (last - first)
 }
 
 /// Runs one workload; returns (jobs/s, wall seconds, repeated deliveries).

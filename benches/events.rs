@@ -20,6 +20,9 @@
 
 #![recursion_limit = "256"]
 
+mod common;
+
+use common::*;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,13 +39,6 @@ const HOT_PAIRS: usize = 20;
 /// Each detection rate is the best of this many runs.
 const REPEATS: usize = 3;
 const COLD_PAIRS: usize = 2_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn resource(dataset: usize, n: usize, description: &str) -> Value {
     let id = format!("{dataset:08x}-0000-4000-8000-{n:012x}");

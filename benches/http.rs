@@ -8,36 +8,16 @@
 //! ```
 //! `BENCH_SECONDS` sets each run's length (default 10).
 
+mod common;
+
+use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use testkit::TestRedis;
 
 const ADD_LAYER: &str = "/api/add-layer/dataset/d1/resource/r1?resource_download_url=http%3A%2F%2Fdata.humdata.org%2Fa.geojson";
 const ANALYTICS_BODY: &str = r#"{"event_name": "resource download", "send_mixpanel": true, "send_ga": false, "mixpanel_token": "t", "mixpanel_tracking_id": "u", "mixpanel_meta": {"resource id": "r1"}, "ga_meta": {"cid": "c"}}"#;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn wait_until_up(url: &str) {
-    testkit::eventually(&format!("{url} to answer"), Duration::from_secs(30), || {
-        std::net::TcpStream::connect(url.trim_start_matches("http://")).ok()
-    });
-}
 
 /// Runs wrk; returns (requests/s, p99 latency text).
 fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> (f64, String) {

@@ -15,61 +15,15 @@
 //! Sizes can be changed with `BENCH_JOBS` (hdx-jobs), `BENCH_PY_JOBS` (SimpleWorker),
 //! `BENCH_PY_FORK_JOBS` (forking Worker), `BENCH_CONCURRENCY`.
 
-use std::path::PathBuf;
+mod common;
+
+use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdx_jobs::rq::queue::{JobSpec, Queue};
 use hdx_jobs::RedisClient;
 use testkit::{redis, TestRedis};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn release_binary() -> PathBuf {
-    let path = testkit::workspace_root().join("target/release/hdx-jobs");
-    assert!(
-        path.exists(),
-        "build it first: cargo build --release -p hdx-jobs-cli (scripts/bench.sh does)"
-    );
-    path
-}
-
-/// Jobs per second between the first start and the last end of the given jobs.
-fn processing_rate(test: &TestRedis, ids: &[String]) -> f64 {
-    let mut conn = test.conn();
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("HMGET")
-            .arg(format!("rq:job:{id}"))
-            .arg("status")
-            .arg("started_at")
-            .arg("ended_at");
-    }
-    let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
-        pipe.query(&mut conn).expect("read jobs");
-    let mut first = f64::MAX;
-    let mut last = f64::MIN;
-    for (status, started, ended) in rows {
-        assert_eq!(
-            status.as_deref(),
-            Some("finished"),
-            "every benchmark job must finish"
-        );
-        let t = |s: Option<String>| {
-            hdx_jobs::rq::time::parse_ts(&s.unwrap_or_default())
-                .map(|t| t.timestamp_micros() as f64 / 1e6)
-                .expect("time")
-        };
-        first = first.min(t(started));
-        last = last.max(t(ended));
-    }
-    ids.len() as f64 / (last - first)
-}
 
 async fn enqueue_batched(
     redis: &RedisClient,

@@ -9,28 +9,14 @@
 //! `BENCH_CLIENTS` sets the concurrent clients (default 16), `BENCH_PASSES` the cached passes
 //! (default 5).
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use testkit::{TestPostgres, TestRedis};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
-fn wait_until_up(url: &str) {
-    testkit::eventually(&format!("{url} to answer"), Duration::from_secs(60), || ureq::get(url).call().ok());
-}
 
 /// The two layers, made in SQL: deterministic pseudo-random positions over Africa.
 fn make_layers(db: &TestPostgres) {
@@ -65,7 +51,8 @@ fn tile_set() -> Vec<(&'static str, u8, u32, u32)> {
         let n = f64::from(1u32 << z);
         let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
         let r = lat.to_radians();
-        let y = ((1.0 - (r.tan() + 1.0 / r.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor() as u32;
+        let y = ((1.0 - (r.tan() + 1.0 / r.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor()
+            as u32;
         (x, y)
     };
     let mut tiles = Vec::new();
@@ -93,9 +80,13 @@ fn pass(urls: &[String], clients: usize) -> (f64, f64, u64) {
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let (next, latencies, bytes, urls) = (next.clone(), latencies.clone(), bytes.clone(), urls.clone());
+            let (next, latencies, bytes, urls) =
+                (next.clone(), latencies.clone(), bytes.clone(), urls.clone());
             std::thread::spawn(move || {
-                let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
                 loop {
                     let i = {
                         let mut n = next.lock().expect("lock");
@@ -105,11 +96,23 @@ fn pass(urls: &[String], clients: usize) -> (f64, f64, u64) {
                     };
                     let Some(url) = urls.get(i) else { break };
                     let t = Instant::now();
-                    let mut response = agent.get(url).header("Accept-Encoding", "gzip").call().expect("tile");
+                    let mut response = agent
+                        .get(url)
+                        .header("Accept-Encoding", "gzip")
+                        .call()
+                        .expect("tile");
                     let status = response.status().as_u16();
                     assert!(status == 200 || status == 204, "{url}: {status}");
-                    let body = response.body_mut().with_config().limit(64 << 20).read_to_vec().expect("body");
-                    latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0);
+                    let body = response
+                        .body_mut()
+                        .with_config()
+                        .limit(64 << 20)
+                        .read_to_vec()
+                        .expect("body");
+                    latencies
+                        .lock()
+                        .expect("lock")
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
                     *bytes.lock().expect("lock") += body.len() as u64;
                 }
             })
@@ -127,13 +130,25 @@ fn pass(urls: &[String], clients: usize) -> (f64, f64, u64) {
 }
 
 fn main() {
-    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let passes: usize = std::env::var("BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let passes: usize = std::env::var("BENCH_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let root = testkit::workspace_root();
     let hdx = root.join("target/release/hdx-jobs");
     let martin = root.join("target/bench-tools/bin/martin");
-    assert!(hdx.exists(), "build it first: cargo build --release -p hdx-jobs-cli (scripts/bench.sh does)");
-    assert!(martin.exists(), "install martin first: scripts/bench.sh tiles does");
+    assert!(
+        hdx.exists(),
+        "build it first: cargo build --release -p hdx-jobs-cli (scripts/bench.sh does)"
+    );
+    assert!(
+        martin.exists(),
+        "install martin first: scripts/bench.sh tiles does"
+    );
     let redis = TestRedis::new();
     let db = TestPostgres::new();
     make_layers(&db);
@@ -144,15 +159,25 @@ fn main() {
     let port = free_port();
     let server = Server(
         Command::new(&hdx)
-            .args(["--url", redis.url(), "--log-level", "warn", "serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args([
+                "--url",
+                redis.url(),
+                "--log-level",
+                "warn",
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+            ])
             .env("HDX_GISDB_URL", db.conn_string())
             .stdout(Stdio::null())
             .spawn()
             .expect("hdx-jobs serve"),
     );
     wait_until_up(&format!("http://127.0.0.1:{port}/healthz"));
-    let urls: Vec<String> =
-        tiles.iter().map(|(l, z, x, y)| format!("http://127.0.0.1:{port}/tiles/{l}/{z}/{x}/{y}.pbf")).collect();
+    let urls: Vec<String> = tiles
+        .iter()
+        .map(|(l, z, x, y)| format!("http://127.0.0.1:{port}/tiles/{l}/{z}/{x}/{y}.pbf"))
+        .collect();
     measure("hdx-jobs-server", &urls, clients, passes, &mut rows);
     drop(server);
 
@@ -173,11 +198,18 @@ fn main() {
             .expect("martin"),
     );
     wait_until_up(&format!("http://127.0.0.1:{port}/health"));
-    let urls: Vec<String> = tiles.iter().map(|(l, z, x, y)| format!("http://127.0.0.1:{port}/{l}/{z}/{x}/{y}")).collect();
+    let urls: Vec<String> = tiles
+        .iter()
+        .map(|(l, z, x, y)| format!("http://127.0.0.1:{port}/{l}/{z}/{x}/{y}"))
+        .collect();
     measure("martin 1.14", &urls, clients, passes, &mut rows);
     drop(martin);
 
-    println!("{} tiles per pass ({} per layer), {clients} clients\n", tiles.len(), tiles.len() / 2);
+    println!(
+        "{} tiles per pass ({} per layer), {clients} clients\n",
+        tiles.len(),
+        tiles.len() / 2
+    );
     println!("| server | pass | tiles/s | p99 ms | MB transferred |\n|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
@@ -186,7 +218,10 @@ fn main() {
 
 fn measure(label: &str, urls: &[String], clients: usize, passes: usize, rows: &mut Vec<String>) {
     let (rate, p99, bytes) = pass(urls, clients);
-    rows.push(format!("| {label} | cold | {rate:.0} | {p99:.1} | {:.1} |", bytes as f64 / 1e6));
+    rows.push(format!(
+        "| {label} | cold | {rate:.0} | {p99:.1} | {:.1} |",
+        bytes as f64 / 1e6
+    ));
     let mut best = (0.0, f64::MAX, 0);
     for _ in 0..passes {
         let (rate, p99, bytes) = pass(urls, clients);
@@ -194,5 +229,10 @@ fn measure(label: &str, urls: &[String], clients: usize, passes: usize, rows: &m
             best = (rate, p99, bytes);
         }
     }
-    rows.push(format!("| {label} | cached (best of {passes}) | {:.0} | {:.1} | {:.1} |", best.0, best.1, best.2 as f64 / 1e6));
+    rows.push(format!(
+        "| {label} | cached (best of {passes}) | {:.0} | {:.1} | {:.1} |",
+        best.0,
+        best.1,
+        best.2 as f64 / 1e6
+    ));
 }

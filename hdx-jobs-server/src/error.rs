@@ -196,3 +196,25 @@ where
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
     }
 }
+
+/// The rejections of a JSON body (and of a missing bearer token), for the OpenAPI description
+/// of every endpoint that takes one.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum JsonBodyErrors {
+    /// Malformed JSON.
+    #[response(status = 400, description = "Malformed JSON")]
+    Malformed(ErrorBody),
+    /// No or a wrong bearer token.
+    #[response(status = 401, description = "Missing or wrong bearer token")]
+    Unauthorized(ErrorBody),
+    /// Over `HDX_JOBS_MAX_BODY_BYTES`.
+    #[response(status = 413, description = "Body too large")]
+    TooLarge(ErrorBody),
+    /// Not `application/json`.
+    #[response(status = 415, description = "Not JSON")]
+    NotJson(ErrorBody),
+    /// Wrong types or missing fields.
+    #[response(status = 422, description = "Wrong types or missing fields")]
+    Invalid(ErrorBody),
+}

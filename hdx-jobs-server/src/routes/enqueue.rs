@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody};
+use crate::error::{ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody, JsonBodyErrors};
 use crate::AppState;
 
 /// Enqueues one job with the old call shape: one positional argument, the dict. Change events
@@ -170,11 +170,7 @@ pub struct SuccessResponse {
     request_body = AnalyticsRequest,
     responses(
         (status = 200, description = "Event enqueued", body = SuccessResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong types or missing fields", body = ErrorBody),
+        JsonBodyErrors,
         (status = 500, description = "Redis unavailable", body = ErrorBody)
     )
 )]
@@ -226,11 +222,7 @@ pub struct StateResponse {
     request_body = ChangeEventsRequest,
     responses(
         (status = 200, description = "Enqueued (or events disabled), or failure", body = StateResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong types or missing fields", body = ErrorBody)
+        JsonBodyErrors
     )
 )]
 pub async fn create_change_events(
@@ -278,11 +270,7 @@ pub struct FsCheckRequest {
     request_body = FsCheckRequest,
     responses(
         (status = 200, description = "Check enqueued", body = SuccessResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong types or missing fields", body = ErrorBody),
+        JsonBodyErrors,
         (status = 500, description = "Redis unavailable", body = ErrorBody)
     )
 )]

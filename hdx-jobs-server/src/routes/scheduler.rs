@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ApiPath, CheckedJson, ErrorBody};
+use crate::error::{ApiError, ApiPath, CheckedJson, ErrorBody, JsonBodyErrors};
 use crate::AppState;
 
 /// What `add_job` checks of its body (the body itself goes to the job as `task_args`).
@@ -65,11 +65,7 @@ pub struct SchedulerResponse {
     request_body = AddJobRequest,
     responses(
         (status = 200, description = "Scheduled, or not (success false)", body = SchedulerResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong types or missing fields", body = ErrorBody)
+        JsonBodyErrors
     )
 )]
 pub async fn add_job(
