@@ -25,10 +25,10 @@ fn make_layers(db: &TestPostgres) {
             "CREATE TABLE pre_bench_points AS
                SELECT i AS ogc_fid,
                       ST_SetSRID(ST_MakePoint(-20 + 60 * ((i * 7919) % 100003) / 100003.0,
-                                              -20 + 60 * ((i * 104729) % 99991) / 99991.0), 4326) AS wkb_geometry,
+                                              -20 + 60 * ((i * 104729) % 99991) / 99991.0), 4326)::geometry(Point, 4326) AS wkb_geometry,
                       'point ' || i AS name, i % 1000 AS category, (i % 97) * 1.5 AS value,
                       (i % 2 = 0) AS flag, 'code-' || (i % 50) AS code
-               FROM generate_series(1, 200000) AS i;
+               FROM generate_series(1::bigint, 200000) AS i;
              ALTER TABLE pre_bench_points ADD PRIMARY KEY (ogc_fid);
              CREATE INDEX ON pre_bench_points USING gist (wkb_geometry);
              CREATE TABLE pre_bench_polygons AS
@@ -37,7 +37,7 @@ fn make_layers(db: &TestPostgres) {
                                                                  -20 + 60 * ((i * 104729) % 19997) / 19997.0), 4326),
                                          0.05 + (i % 10) * 0.01, 12))::geometry(MultiPolygon, 4326) AS wkb_geometry,
                       'polygon ' || i AS name, i % 100 AS category, (i % 13) * 2.5 AS value
-               FROM generate_series(1, 20000) AS i;
+               FROM generate_series(1::bigint, 20000) AS i;
              ALTER TABLE pre_bench_polygons ADD PRIMARY KEY (ogc_fid);
              CREATE INDEX ON pre_bench_polygons USING gist (wkb_geometry);
              ANALYZE;",
