@@ -186,6 +186,7 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { bind } => serve(config.clone(), bind).await,
+        Command::Geopreview(command) => crate::geopreview::run(command, config).await,
     }
 }
 

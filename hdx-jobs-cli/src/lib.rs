@@ -5,6 +5,7 @@
 //! `HDX_REDIS_PORT`, `HDX_REDIS_GISDB` as deployed.
 
 mod commands;
+mod geopreview;
 mod logging;
 mod output;
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
+pub use geopreview::{GeopreviewCommand, ImportArgs};
 pub use logging::LogFormat;
 
 /// Background jobs for HDX on an RQ-compatible Redis queue.
@@ -60,6 +62,9 @@ pub enum Command {
     },
     /// Resume suspended workers.
     Resume,
+    /// Geopreview layers: import a GIS file locally, delete a layer, clean up old layers.
+    #[command(subcommand)]
+    Geopreview(GeopreviewCommand),
     /// Serve the HTTP API (CKAN's endpoints, /monitor, /metrics, /openapi.json).
     Serve {
         /// Address to listen on (default 127.0.0.1:APP_PORT, port 5000).

@@ -45,5 +45,9 @@ pub fn task_registry(config: &Config) -> TaskRegistry {
         crate::analytics::TASK_NAME,
         crate::analytics::SendEventTask::new(&config.analytics, &config.ckan.user_agent),
     );
+    registry.register(
+        wire::CREATE_PREVIEW,
+        crate::geo::task::CreatePreviewTask::new(config),
+    );
     registry
 }

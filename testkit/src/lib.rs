@@ -155,6 +155,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A file of the shared test fixtures (`../shared/fixtures/` next to the workspace, or
+/// `HDX_TEST_FIXTURES`), e.g. `fixture("geofiles/test.geojson")`; panics when it is missing.
+pub fn fixture(relative: &str) -> PathBuf {
+    let base = std::env::var_os("HDX_TEST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    let path = base.join(relative);
+    assert!(
+        path.exists(),
+        "missing test fixture {} (HDX_TEST_FIXTURES)",
+        path.display()
+    );
+    path
+}
+
 /// The venv Python with `rq` 2.12 (`HDX_TEST_PYTHON`, else `target/test-venv/bin/python`).
 pub fn python() -> PathBuf {
     let path = std::env::var_os("HDX_TEST_PYTHON")

@@ -368,7 +368,10 @@ impl Queue {
                 .arg(n)
                 .ignore();
         }
-        let first_plain = ids.iter().find(|id| !dependent.iter().any(|(d, _)| d == *id)).map(|id| keys::job(id));
+        let first_plain = ids
+            .iter()
+            .find(|id| !dependent.iter().any(|(d, _)| d == *id))
+            .map(|id| keys::job(id));
         self.run_transaction(&pipe, first_plain.as_deref()).await?;
         let mut conn = self.redis.conn().await?;
         for (id, spec) in dependent {
@@ -453,7 +456,10 @@ impl Queue {
                 tracing::debug!(error = %e, "redis connection lost during enqueue; checking and retrying once");
                 let mut conn = self.redis.conn().await?;
                 if let Some(marker) = marker {
-                    let applied: bool = redis::cmd("EXISTS").arg(marker).query_async(&mut conn).await?;
+                    let applied: bool = redis::cmd("EXISTS")
+                        .arg(marker)
+                        .query_async(&mut conn)
+                        .await?;
                     if applied {
                         return Ok(());
                     }
