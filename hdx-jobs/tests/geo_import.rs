@@ -172,6 +172,87 @@ fn each_repair_rule_is_applied_when_a_file_needs_it() {
     assert_eq!(report.attempts.len(), 3);
 }
 
+/// Features whose box leaves [-180,180]×[-90,90] are deleted and counted; the box is the rest's.
+#[test]
+fn out_of_range_features_are_deleted_and_counted() {
+    let pg = TestPostgres::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "range.geojson",
+        br#"{"type":"FeatureCollection","features":[
+{"type":"Feature","properties":{"n":"in"},"geometry":{"type":"Point","coordinates":[10,20]}},
+{"type":"Feature","properties":{"n":"in too"},"geometry":{"type":"Point","coordinates":[-30,-40]}},
+{"type":"Feature","properties":{"n":"east"},"geometry":{"type":"Point","coordinates":[200,10]}},
+{"type":"Feature","properties":{"n":"south"},"geometry":{"type":"LineString","coordinates":[[0,0],[1,-95]]}}]}"#,
+    );
+    let report = run_import(&pg, &file, "t_range");
+    assert!(report.ok, "{report:#?}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let meta = runtime.block_on(async {
+        let client = db::connect(&gis_db(&pg)).await.expect("connect");
+        let fields = metadata::fields(&client, "t_range").await.expect("fields");
+        let loaded = staging::inspect(&client, "t_range", true)
+            .await
+            .expect("inspect");
+        assert_eq!(loaded.rows, 4);
+        assert!(!loaded.extent.as_ref().expect("extent").in_range());
+        metadata::collect(&client, "t_range", fields, loaded.extent)
+            .await
+            .expect("metadata")
+    });
+    assert_eq!(meta.invalid_deleted, 2);
+    assert_eq!(meta.bounding_box, "BOX(-30 -40,10 20)");
+    assert_eq!(
+        hdx_jobs::geo::report::success_message(meta.invalid_deleted),
+        "Import successful. But 2 invalid features were deleted"
+    );
+}
+
+/// A KML with several folders is several GDAL layers: all of them land in the one table (the
+/// old ogr2ogr call kept only the last folder), points and polygons side by side.
+#[test]
+fn every_layer_of_a_multi_layer_file_is_imported() {
+    let pg = TestPostgres::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kml = write(
+        dir.path(),
+        "folders.kml",
+        br#"<?xml version="1.0" encoding="UTF-8"?>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document>
+<Folder><name>points</name>
+<Placemark><name>a1</name><Point><coordinates>1,1</coordinates></Point></Placemark>
+<Placemark><name>a2</name><Point><coordinates>2,2</coordinates></Point></Placemark>
+</Folder>
+<Folder><name>areas</name>
+<Placemark><name>b1</name><description>an area</description><Polygon><outerBoundaryIs><LinearRing>
+<coordinates>4,4 5,4 5,5 4,4</coordinates></LinearRing></outerBoundaryIs></Polygon></Placemark>
+</Folder>
+</Document></kml>"#,
+    );
+    let report = run_import(&pg, &kml, "t_folders");
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.source_features, Some(3));
+    let rows: Vec<(String, String)> = pg
+        .client()
+        .query(
+            "SELECT name, ST_GeometryType(wkb_geometry) FROM t_folders ORDER BY name",
+            &[],
+        )
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("a1".to_string(), "ST_Point".to_string()),
+            ("a2".into(), "ST_Point".into()),
+            ("b1".into(), "ST_Polygon".into())
+        ]
+    );
+}
+
 #[test]
 fn broken_files_fail_instead_of_importing_half() {
     let pg = TestPostgres::new();
@@ -246,9 +327,14 @@ fn staging_tables_swap_in_with_the_layer_names_and_old_ones_are_swept() {
         let report = run_import(&pg, &geojson, &stage);
         assert!(report.ok, "round {round}: {report:#?}");
         runtime.block_on(async {
-            let loaded = staging::inspect(&client, &stage).await.expect("inspect");
+            let fields = metadata::fields(&client, &stage).await.expect("fields");
+            let loaded = staging::inspect(&client, &stage, true)
+                .await
+                .expect("inspect");
             assert_eq!((loaded.rows, loaded.with_geometry), (1, Some(1)));
-            let meta = metadata::collect(&client, &stage).await.expect("metadata");
+            let meta = metadata::collect(&client, &stage, fields, loaded.extent)
+                .await
+                .expect("metadata");
             assert_eq!(
                 meta.bounding_box,
                 "BOX(2.513573 49.529484,6.156658 51.475024)"

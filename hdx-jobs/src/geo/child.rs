@@ -97,7 +97,126 @@ enum Message {
     Report(ImportReport),
 }
 
-/// Runs an import in a child process. `progress` gets the fraction done of each attempt.
+/// A started import child, waiting for its request. Starting it early (while the parent
+/// connects, locks and downloads) hides its start-up: loading GDAL and registering its drivers.
+/// Dropping it kills the process.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: tokio::process::Child,
+    program: String,
+}
+
+impl ChildProcess {
+    /// Starts the program.
+    pub fn spawn(command: &ChildCommand) -> Result<Self, ChildError> {
+        let program = command.program.display().to_string();
+        let child = tokio::process::Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ChildError::Spawn {
+                program: program.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(ChildProcess { child, program })
+    }
+
+    /// Sends the request and waits for the report, killing the child at `deadline` or on
+    /// `cancel`. `progress` gets the fraction done of each attempt.
+    pub async fn run(
+        self,
+        request: &ImportRequest,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(f64) + Send),
+    ) -> Result<ImportReport, ChildError> {
+        let ChildProcess { mut child, program } = self;
+        let request_json = serde_json::to_vec(request).map_err(|e| ChildError::Spawn {
+            program: program.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that died at once shows up below as a missing report.
+            let _ = stdin.write_all(&request_json).await;
+            let _ = stdin.shutdown().await;
+        }
+        let stderr_task = child.stderr.take().map(|mut stderr| {
+            tokio::spawn(async move {
+                let mut kept: Vec<u8> = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buffer[..n]);
+                    if kept.len() > 2 * STDERR_KEPT {
+                        kept.drain(..kept.len() - STDERR_KEPT);
+                    }
+                }
+                let start = kept.len().saturating_sub(STDERR_KEPT);
+                String::from_utf8_lossy(&kept[start..]).into_owned()
+            })
+        });
+        let Some(stdout) = child.stdout.take() else {
+            return Err(ChildError::Died {
+                status: "no stdout".into(),
+                stderr: String::new(),
+            });
+        };
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match serde_json::from_str::<Message>(&line) {
+                        Ok(Message::Progress(fraction)) => progress(fraction),
+                        Ok(Message::Report(r)) => {
+                            // All done (the data is committed): let the child tear its memory
+                            // down on its own time, and reap it in the background.
+                            tokio::spawn(async move {
+                                let _ = child.wait().await;
+                            });
+                            return Ok(r);
+                        }
+                        Err(_) => tracing::debug!(line = %line, "unexpected line from the import child"),
+                    },
+                    Ok(None) | Err(_) => break,
+                },
+                () = &mut sleep => {
+                    let _ = child.kill().await;
+                    return Err(ChildError::Timeout);
+                }
+                () = cancel.cancelled() => {
+                    let _ = child.kill().await;
+                    return Err(ChildError::Cancelled);
+                }
+            }
+        }
+        let status = tokio::select! {
+            status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            () = &mut sleep => {
+                let _ = child.kill().await;
+                return Err(ChildError::Timeout);
+            }
+        };
+        let stderr = match stderr_task {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Err(ChildError::Died { status, stderr })
+    }
+}
+
+/// Runs an import in a new child process (see [`ChildProcess`]).
 pub async fn run(
     command: &ChildCommand,
     request: &ImportRequest,
@@ -105,98 +224,16 @@ pub async fn run(
     cancel: &CancellationToken,
     progress: &mut (dyn FnMut(f64) + Send),
 ) -> Result<ImportReport, ChildError> {
-    let mut child = tokio::process::Command::new(&command.program)
-        .args(&command.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ChildError::Spawn {
-            program: command.program.display().to_string(),
-            message: e.to_string(),
-        })?;
-    let request_json = serde_json::to_vec(request).map_err(|e| ChildError::Spawn {
-        program: command.program.display().to_string(),
-        message: e.to_string(),
-    })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A child that died at once shows up below as a missing report.
-        let _ = stdin.write_all(&request_json).await;
-        let _ = stdin.shutdown().await;
-    }
-    let stderr_task = child.stderr.take().map(|mut stderr| {
-        tokio::spawn(async move {
-            let mut kept: Vec<u8> = Vec::new();
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buffer).await {
-                if n == 0 {
-                    break;
-                }
-                kept.extend_from_slice(&buffer[..n]);
-                if kept.len() > 2 * STDERR_KEPT {
-                    kept.drain(..kept.len() - STDERR_KEPT);
-                }
-            }
-            let start = kept.len().saturating_sub(STDERR_KEPT);
-            String::from_utf8_lossy(&kept[start..]).into_owned()
-        })
-    });
-    let Some(stdout) = child.stdout.take() else {
-        return Err(ChildError::Died {
-            status: "no stdout".into(),
-            stderr: String::new(),
-        });
-    };
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut report = None;
-    let sleep = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => match serde_json::from_str::<Message>(&line) {
-                    Ok(Message::Progress(fraction)) => progress(fraction),
-                    Ok(Message::Report(r)) => report = Some(r),
-                    Err(_) => tracing::debug!(line = %line, "unexpected line from the import child"),
-                },
-                Ok(None) | Err(_) => break,
-            },
-            () = &mut sleep => {
-                let _ = child.kill().await;
-                return Err(ChildError::Timeout);
-            }
-            () = cancel.cancelled() => {
-                let _ = child.kill().await;
-                return Err(ChildError::Cancelled);
-            }
-        }
-    }
-    let status = tokio::select! {
-        status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-        () = &mut sleep => {
-            let _ = child.kill().await;
-            return Err(ChildError::Timeout);
-        }
-    };
-    let stderr = match stderr_task {
-        Some(task) => task.await.unwrap_or_default(),
-        None => String::new(),
-    };
-    match report {
-        Some(report) => Ok(report),
-        None => Err(ChildError::Died { status, stderr }),
-    }
+    ChildProcess::spawn(command)?
+        .run(request, deadline, cancel, progress)
+        .await
 }
 
 /// The child's side: reads the request on `input`, imports, writes progress and the report on
 /// `output`. Returns the process exit code (0 when a report was written, whatever it says).
 pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
+    // Load the drivers while the parent is still getting the file.
+    import::prepare();
     let mut output = std::io::LineWriter::new(output);
     let mut reader = std::io::BufReader::new(input);
     let mut text = String::new();

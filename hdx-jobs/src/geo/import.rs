@@ -159,6 +159,12 @@ impl ImportReport {
     }
 }
 
+/// Registers GDAL's drivers (once per process; imports do it themselves if needed).
+pub fn prepare() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(gdal::DriverManager::register_all);
+}
+
 /// Imports `request.source` into the staging table, applying repair rules until one attempt
 /// succeeds or no rule is left. `progress` gets the fraction done (0 to 1) of each attempt.
 pub fn import(request: &ImportRequest, progress: &mut dyn FnMut(f64)) -> ImportReport {
@@ -240,41 +246,80 @@ fn attempt(
         return (false, source_features);
     }
 
-    let mut argv: Vec<String> = [
-        "-f",
-        "PostgreSQL",
-        "-overwrite",
-        "-lco",
-        "OVERWRITE=YES",
-        "-lco",
-        "SPATIAL_INDEX=NONE",
-        "-lco",
-        "GEOMETRY_NAME=wkb_geometry",
-        "-fieldTypeToString",
-        "Real",
-        "-t_srs",
-        "EPSG:4326",
-        "-gt",
-        "unlimited",
-        "-progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.push("-lco".into());
-    argv.push(format!("SCHEMA={}", request.schema));
-    argv.push("-nln".into());
-    argv.push(request.table.clone());
-    for fix in fixes {
-        argv.extend(fix.argv().iter().map(|s| s.to_string()));
-    }
+    // Every layer of the source goes into the one table: the first replaces it, the others
+    // append (adding columns they bring). A mixed source gets a generic geometry column unless a
+    // rule already chose the type.
+    let layer_names: Vec<String> = source.layers().map(|l| l.name()).collect();
+    let several = layer_names.len() > 1;
     let mut dest = format!("PG:{}", request.conninfo);
     if latin1 {
         dest.push_str(" client_encoding=LATIN1");
     }
-    let ok = translate(&source, &dest, &argv, capture, progress);
+    let total = layer_names.len() as f64;
+    let mut ok = true;
+    for (index, layer_name) in layer_names.iter().enumerate() {
+        let mut argv: Vec<String> = Vec::new();
+        let push = |argv: &mut Vec<String>, items: &[&str]| {
+            argv.extend(items.iter().map(|s| s.to_string()))
+        };
+        push(&mut argv, &["-f", "PostgreSQL"]);
+        if index == 0 {
+            push(
+                &mut argv,
+                &[
+                    "-overwrite",
+                    "-lco",
+                    "OVERWRITE=YES",
+                    "-lco",
+                    "SPATIAL_INDEX=NONE",
+                    "-lco",
+                    "GEOMETRY_NAME=wkb_geometry",
+                ],
+            );
+            argv.push("-lco".into());
+            argv.push(format!("SCHEMA={}", request.schema));
+        } else {
+            push(&mut argv, &["-append", "-addfields"]);
+        }
+        push(
+            &mut argv,
+            &[
+                "-fieldTypeToString",
+                "Real",
+                "-t_srs",
+                "EPSG:4326",
+                "-gt",
+                "unlimited",
+                "-progress",
+            ],
+        );
+        argv.push("-nln".into());
+        argv.push(if index == 0 {
+            request.table.clone()
+        } else {
+            format!("{}.{}", request.schema, request.table)
+        });
+        for fix in fixes {
+            argv.extend(fix.argv().iter().map(|s| s.to_string()));
+        }
+        if several && !fixes.iter().any(|f| f.key() == "-nlt") {
+            push(&mut argv, &["-nlt", "GEOMETRY"]);
+        }
+        if several {
+            argv.push(layer_name.clone());
+        }
+        let mut scaled = |fraction: f64| progress((index as f64 + fraction) / total);
+        ok = translate(&source, &dest, &argv, capture, &mut scaled);
+        if !ok || capture.has_errors() {
+            break;
+        }
+    }
     drop(source);
-    (ok && !capture.has_errors(), source_features)
+    let ok = ok && !capture.has_errors();
+    if ok {
+        progress(1.0);
+    }
+    (ok, source_features)
 }
 
 /// `GDALVectorTranslate(dest, NULL, 1, &source, options)`; true when a dataset came back.
@@ -403,7 +448,7 @@ impl CaptureState {
 impl ErrorCapture {
     /// Installs the handler on this thread (popped on drop).
     fn push() -> Self {
-        gdal::DriverManager::register_all();
+        prepare();
         let state = Box::new(std::cell::RefCell::new(CaptureState::default()));
         // SAFETY: the user data points into the box, which lives until `drop` pops the handler.
         unsafe {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::db::DbError;
 use super::failure::Failure;
 use super::layers::quote_ident;
+use super::staging::Extent;
 
 /// One column of a layer, as CKAN gets it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,9 +36,9 @@ fn metadata_failure(e: &tokio_postgres::Error) -> Failure {
     Failure::metadata(DbError::from_pg("Problem while fetching the layer metadata", e).0)
 }
 
-/// Deletes out-of-range features of `table` (in `public`) and reads its box and fields.
-pub async fn collect(db: &tokio_postgres::Client, table: &str) -> Result<Metadata, Failure> {
-    let fields: Vec<LayerField> = db
+/// The columns of `table` (in `public`), as the old service listed them.
+pub async fn fields(db: &tokio_postgres::Client, table: &str) -> Result<Vec<LayerField>, Failure> {
+    Ok(db
         .query(
             "SELECT column_name::text, data_type::text FROM information_schema.columns \
              WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
@@ -50,30 +51,54 @@ pub async fn collect(db: &tokio_postgres::Client, table: &str) -> Result<Metadat
             field_name: row.get(0),
             data_type: row.get(1),
         })
-        .collect();
-    if !fields.iter().any(|f| f.field_name == "wkb_geometry") {
+        .collect())
+}
+
+/// True when the fields include the geometry column.
+pub fn has_geometry(fields: &[LayerField]) -> bool {
+    fields.iter().any(|f| f.field_name == "wkb_geometry")
+}
+
+/// Deletes out-of-range features of `table` (in `public`) and gives its box and fields.
+/// `extent` is the table's extent as measured ([`super::staging::inspect`]): when it lies
+/// within range no feature can be out of range, and the scans for deleting and measuring again
+/// are skipped.
+pub async fn collect(
+    db: &tokio_postgres::Client,
+    table: &str,
+    fields: Vec<LayerField>,
+    extent: Option<Extent>,
+) -> Result<Metadata, Failure> {
+    if !has_geometry(&fields) {
         return Err(Failure::metadata("Bounding box was not retrieved "));
     }
     let t = quote_ident(table);
-    let invalid_deleted = db
-        .execute(
-            &format!(
-                "DELETE FROM public.{t} WHERE ST_XMax(BOX2D(wkb_geometry)) > 180 \
-                 OR ST_XMin(BOX2D(wkb_geometry)) < -180 OR ST_YMax(BOX2D(wkb_geometry)) > 90 \
-                 OR ST_YMin(BOX2D(wkb_geometry)) < -90"
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| metadata_failure(&e))?;
-    let bounding_box: Option<String> = db
-        .query_one(
-            &format!("SELECT ST_Extent(wkb_geometry)::text FROM public.{t}"),
-            &[],
-        )
-        .await
-        .map_err(|e| metadata_failure(&e))?
-        .get(0);
+    let (bounding_box, invalid_deleted) = match extent {
+        Some(extent) if extent.in_range() => (Some(extent.text), 0),
+        _ => {
+            let deleted = db
+                .execute(
+                    &format!(
+                        "DELETE FROM public.{t} WHERE ST_XMax(BOX2D(wkb_geometry)) > 180 \
+                         OR ST_XMin(BOX2D(wkb_geometry)) < -180 \
+                         OR ST_YMax(BOX2D(wkb_geometry)) > 90 \
+                         OR ST_YMin(BOX2D(wkb_geometry)) < -90"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| metadata_failure(&e))?;
+            let bounding_box: Option<String> = db
+                .query_one(
+                    &format!("SELECT ST_Extent(wkb_geometry)::text FROM public.{t}"),
+                    &[],
+                )
+                .await
+                .map_err(|e| metadata_failure(&e))?
+                .get(0);
+            (bounding_box, deleted)
+        }
+    };
     let Some(bounding_box) = bounding_box.filter(|b| !b.is_empty()) else {
         return Err(Failure::metadata("Bounding box was not retrieved "));
     };

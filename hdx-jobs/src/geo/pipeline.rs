@@ -160,6 +160,15 @@ pub async fn run(
         ))
     };
 
+    let started = Instant::now();
+    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    let mut mark = |step: &'static str, since: &mut Instant| {
+        timings.push((step, since.elapsed()));
+        *since = Instant::now();
+    };
+    let mut since = started;
+    // Start the import child now: it loads GDAL while we connect and download.
+    let child_process = child::ChildProcess::spawn(&settings.child);
     let mut client = db::connect(db_config).await.map_err(pushing_db)?;
     // DROP ... IF EXISTS notices are not news.
     let _ = client
@@ -174,6 +183,8 @@ pub async fn run(
     if let Err(e) = staging::sweep(&client).await {
         tracing::warn!(error = %e, "cannot sweep old staging tables");
     }
+
+    mark("lock", &mut since);
 
     // Download (or take the local file) and unpack.
     let folder = settings.tmp_dir.join(&layer);
@@ -194,6 +205,7 @@ pub async fn run(
             path.clone()
         }
     };
+    mark("download", &mut since);
     check_time(settings.deadline)?;
     progress.step("unpack");
     let layer_file = {
@@ -202,6 +214,8 @@ pub async fn run(
             .await
             .map_err(|e| Failure::unknown("RuntimeError", e.to_string()))??
     };
+
+    mark("unpack", &mut since);
 
     // Import into a staging table in a child process.
     check_time(settings.deadline)?;
@@ -226,17 +240,23 @@ pub async fn run(
             .clamp(Duration::from_millis(500), Duration::from_secs(30))
             .min(left)
     });
+    // A second connection, opened while the child imports, builds the index and the statistics
+    // while the first one measures the table.
+    let second_connection = {
+        let config = db_config.clone();
+        tokio::spawn(async move { db::connect(&config).await })
+    };
     let report = {
         let progress = progress.clone();
         let mut on_progress = move |fraction: f64| progress.import(fraction);
-        child::run(
-            &settings.child,
-            &request,
-            child_deadline,
-            cancel,
-            &mut on_progress,
-        )
-        .await
+        match child_process {
+            Ok(process) => {
+                process
+                    .run(&request, child_deadline, cancel, &mut on_progress)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     };
     let report = match report {
         Ok(report) => report,
@@ -266,17 +286,49 @@ pub async fn run(
         tracing::info!(layer, fixes = ?report.fixes, "imported with repair rules");
     }
 
+    mark("import", &mut since);
+
     // Check, clean, describe, index and swap in.
     progress.step("finish");
     let finish = async {
-        if let Some(left) = remaining(settings.deadline) {
-            let millis = left.as_millis().clamp(1, i32::MAX as u128);
-            client
-                .batch_execute(&format!("SET statement_timeout = {millis}"))
+        let limits = match remaining(settings.deadline) {
+            Some(left) => format!(
+                "SET statement_timeout = {}",
+                left.as_millis().clamp(1, i32::MAX as u128)
+            ),
+            None => "SET statement_timeout = 0".to_string(),
+        };
+        let second = second_connection
+            .await
+            .map_err(|e| Failure::unknown("RuntimeError", e.to_string()))?
+            .map_err(pushing_db)?;
+        for connection in [&client, &second] {
+            connection
+                .batch_execute(&format!("SET client_min_messages = warning; {limits}"))
                 .await
                 .map_err(|e| pushing_db(db::DbError::from_pg("cannot set a time limit", &e)))?;
         }
-        let loaded = staging::inspect(&client, &staging_table).await?;
+        let step = Instant::now();
+        let fields = metadata::fields(&client, &staging_table).await?;
+        let has_geometry = metadata::has_geometry(&fields);
+        let (loaded, indexed) = tokio::join!(
+            async {
+                let measured = staging::inspect(&client, &staging_table, has_geometry).await;
+                tracing::debug!(
+                    ms = step.elapsed().as_millis() as u64,
+                    "fields, count, extent"
+                );
+                measured
+            },
+            async {
+                let indexed =
+                    staging::index_and_analyze(&second, &staging_table, has_geometry).await;
+                tracing::debug!(ms = step.elapsed().as_millis() as u64, "index, analyze");
+                indexed
+            },
+        );
+        let (loaded, ()) = (loaded?, indexed?);
+        drop(second);
         if loaded.rows > 0 && loaded.with_geometry == Some(0) {
             return Err(Failure::pushing().with_detail(format!(
                 "degraded import: none of the {} rows has a geometry. {detail}",
@@ -291,15 +343,32 @@ pub async fn run(
                 )));
             }
         }
-        let metadata = metadata::collect(&client, &staging_table).await?;
-        staging::index_and_analyze(&client, &staging_table, loaded.with_geometry.is_some()).await?;
+        let metadata =
+            metadata::collect(&client, &staging_table, fields, loaded.extent.clone()).await?;
+        if metadata.invalid_deleted > 0 {
+            staging::index_and_analyze(&client, &staging_table, false).await?;
+        }
+        let step = Instant::now();
         staging::swap(&mut client, &staging_table, &layer).await?;
+        tracing::debug!(ms = step.elapsed().as_millis() as u64, "swap");
         let rows = loaded.rows.saturating_sub(metadata.invalid_deleted);
         Ok::<_, Failure>((metadata, rows))
     };
     match finish.await {
         Ok((metadata, rows)) => {
             staging_guard.table = None;
+            mark("finish", &mut since);
+            tracing::info!(
+                layer,
+                rows,
+                total_ms = started.elapsed().as_millis() as u64,
+                steps = %timings
+                    .iter()
+                    .map(|(step, d)| format!("{step} {} ms", d.as_millis()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "layer imported"
+            );
             Ok(Imported {
                 layer_id: layer,
                 metadata,

@@ -102,8 +102,8 @@ pub async fn lock_layer(
 pub async fn sweep(db: &tokio_postgres::Client) -> Result<usize, DbError> {
     let rows = db
         .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = 'public' AND table_name LIKE 'hdx\\_stage\\_%'",
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'hdx\\_stage\\_%'",
             &[],
         )
         .await
@@ -136,40 +136,87 @@ pub async fn drop_table(db: &tokio_postgres::Client, name: &str) -> Result<(), D
 }
 
 /// What the loaded staging table holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     /// Rows.
     pub rows: u64,
     /// Rows with a geometry (`None`: no geometry column).
     pub with_geometry: Option<u64>,
+    /// The extent of the geometries (`None`: none).
+    pub extent: Option<Extent>,
 }
 
-/// Counts what GDAL loaded.
-pub async fn inspect(db: &tokio_postgres::Client, table: &str) -> Result<Loaded, Failure> {
-    let has_geometry = db
-        .query_opt(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'public' \
-             AND table_name = $1 AND column_name = 'wkb_geometry'",
-            &[&table],
+/// A layer's extent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extent {
+    /// `ST_Extent(wkb_geometry)::text`, e.g. `BOX(2.51 49.52,6.15 51.47)`.
+    pub text: String,
+    /// West edge.
+    pub xmin: f64,
+    /// South edge.
+    pub ymin: f64,
+    /// East edge.
+    pub xmax: f64,
+    /// North edge.
+    pub ymax: f64,
+}
+
+impl Extent {
+    /// True when every feature is inside [-180,180]×[-90,90] (the extent covers them all, so
+    /// nothing needs deleting).
+    pub fn in_range(&self) -> bool {
+        self.xmin >= -180.0 && self.xmax <= 180.0 && self.ymin >= -90.0 && self.ymax <= 90.0
+    }
+}
+
+/// Counts what GDAL loaded and measures its extent, in one scan (`has_geometry`: the table has
+/// the `wkb_geometry` column).
+pub async fn inspect(
+    db: &tokio_postgres::Client,
+    table: &str,
+    has_geometry: bool,
+) -> Result<Loaded, Failure> {
+    let t = quote_ident(table);
+    if !has_geometry {
+        let row = db
+            .query_one(&format!("SELECT count(*) FROM public.{t}"), &[])
+            .await
+            .map_err(|e| db_failure("cannot count the imported rows", &e))?;
+        let rows: i64 = row.get(0);
+        return Ok(Loaded {
+            rows: rows.max(0) as u64,
+            with_geometry: None,
+            extent: None,
+        });
+    }
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT n, g, e::text, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM \
+                 (SELECT count(*) AS n, count(wkb_geometry) AS g, ST_Extent(wkb_geometry) AS e \
+                 FROM public.{t}) s"
+            ),
+            &[],
         )
         .await
-        .map_err(|e| db_failure("cannot read the imported table", &e))?
-        .is_some();
-    let t = quote_ident(table);
-    let sql = if has_geometry {
-        format!("SELECT count(*), count(wkb_geometry) FROM public.{t}")
-    } else {
-        format!("SELECT count(*), NULL::bigint FROM public.{t}")
-    };
-    let row = db
-        .query_one(&sql, &[])
-        .await
-        .map_err(|e| db_failure("cannot count the imported rows", &e))?;
+        .map_err(|e| db_failure("cannot measure the imported rows", &e))?;
     let rows: i64 = row.get(0);
-    let with_geometry: Option<i64> = row.get(1);
+    let with_geometry: i64 = row.get(1);
+    let text: Option<String> = row.get(2);
+    let extent = match (text, row.get(3), row.get(4), row.get(5), row.get(6)) {
+        (Some(text), Some(xmin), Some(ymin), Some(xmax), Some(ymax)) => Some(Extent {
+            text,
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+        }),
+        _ => None,
+    };
     Ok(Loaded {
         rows: rows.max(0) as u64,
-        with_geometry: with_geometry.map(|n| n.max(0) as u64),
+        with_geometry: Some(with_geometry.max(0) as u64),
+        extent,
     })
 }
 
@@ -201,29 +248,25 @@ pub async fn swap(
     layer_id: &str,
 ) -> Result<(), Failure> {
     let fail = |e: tokio_postgres::Error| db_failure("cannot replace the layer", &e);
-    let indexes: Vec<String> = db
+    // The table's indexes and the sequences it owns (serial or identity columns).
+    let owned: Vec<(String, String)> = db
         .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1",
-            &[&staging],
-        )
-        .await
-        .map_err(fail)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let sequences: Vec<String> = db
-        .query(
-            "SELECT s.relname::text FROM pg_class s \
-             JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i') \
-             JOIN pg_class t ON t.oid = d.refobjid \
+            "SELECT s.relname::text, 'S' FROM pg_class t \
              JOIN pg_namespace n ON n.oid = t.relnamespace \
-             WHERE s.relkind = 'S' AND n.nspname = 'public' AND t.relname = $1",
+             JOIN pg_depend d ON d.refobjid = t.oid AND d.deptype IN ('a', 'i') \
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             WHERE n.nspname = 'public' AND t.relname = $1 \
+             UNION \
+             SELECT i.relname::text, 'i' FROM pg_index x \
+             JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = 'public' AND t.relname = $1",
             &[&staging],
         )
         .await
         .map_err(fail)?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     let renamed = |name: &str| {
         let suffix = name
@@ -239,18 +282,12 @@ pub async fn swap(
         layer = quote_ident(layer_id),
         stage = quote_ident(staging),
     );
-    for index in &indexes {
+    for (name, kind) in &owned {
+        let what = if kind == "S" { "SEQUENCE" } else { "INDEX" };
         sql.push_str(&format!(
-            "ALTER INDEX public.{} RENAME TO {};\n",
-            quote_ident(index),
-            quote_ident(&renamed(index))
-        ));
-    }
-    for sequence in &sequences {
-        sql.push_str(&format!(
-            "ALTER SEQUENCE public.{} RENAME TO {};\n",
-            quote_ident(sequence),
-            quote_ident(&renamed(sequence))
+            "ALTER {what} public.{} RENAME TO {};\n",
+            quote_ident(name),
+            quote_ident(&renamed(name))
         ));
     }
     let tx = db.transaction().await.map_err(fail)?;
