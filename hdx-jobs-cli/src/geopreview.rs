@@ -227,7 +227,9 @@ impl Bar {
         };
         let now = Instant::now();
         let same_step = state.step == step;
+        let finished = fraction.is_some_and(|f| f >= 1.0);
         if same_step
+            && !finished
             && state
                 .drawn
                 .is_some_and(|t| now - t < Duration::from_millis(100))

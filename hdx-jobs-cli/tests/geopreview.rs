@@ -687,6 +687,14 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
             message: Some("Problem during ogr2ogr import to postgis".into()),
         },
         Case {
+            resource_id: "random-bare-shp",
+            url: Some(geo.serve_file("random.shp", noise(3000, 5))),
+            dict: json!({}),
+            class: "PushingToPostgisException",
+            kind: "pushing-to-postgis-problem",
+            message: Some("Problem during ogr2ogr import to postgis".into()),
+        },
+        Case {
             resource_id: "random-geojson",
             url: Some(geo.serve_file("random.geojson", noise(5000, 4))),
             dict: json!({}),
@@ -1087,6 +1095,65 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
     assert!(geo.tables("hdx_stage").is_empty());
 }
 
+/// The database's host, user and password never reach CKAN, whatever fails; without an API key
+/// or CKAN URL nothing can be reported and the job itself fails as `WrongConfigurationException`.
+#[test]
+fn database_details_never_reach_ckan_and_missing_settings_fail_the_job() {
+    let geo = Geo::new();
+    let url = geo.serve_file("test.geojson", fixture_bytes("test.geojson"));
+    let unreachable = "host=gis-secret-host.invalid port=5432 user=secret_user \
+                       password=hunter2-secret dbname=gis connect_timeout=2";
+    let local_socket = format!(
+        "host=/var/run/postgresql user=secret_user password=hunter2-secret dbname={}",
+        geo.pg.dbname
+    );
+    for (i, db) in [unreachable.to_string(), local_socket].iter().enumerate() {
+        let worker = geo.worker(&[("HDX_GISDB_URL", db.as_str())]);
+        let resource_id = format!("db-{i}");
+        geo.enqueue_pickle(&geo.job_dict(&resource_id, Some(&url)), 60);
+        let report = geo.report(&resource_id);
+        let info = geo.shape_info(&resource_id);
+        assert_eq!(info["type"], "pushing-to-postgis-problem", "{info}");
+        assert_eq!(info["error_class"], "PushingToPostgisException");
+        let text = report.text();
+        for secret in ["gis-secret-host", "secret_user", "hunter2-secret"] {
+            assert!(!text.contains(secret), "{secret} reached CKAN: {text}");
+        }
+        assert!(
+            !worker.log().contains("hunter2-secret"),
+            "the password is not logged"
+        );
+        drop(worker);
+    }
+
+    let worker = geo.worker(&[("HDX_GIS_API_KEY", "")]);
+    let mut dict = geo.job_dict("no-key", Some(&url));
+    dict["ckan_api_base_url"] = Value::Null;
+    let job = geo.enqueue_pickle(&dict, 60);
+    let status = testkit::eventually("the job fails", Duration::from_secs(30), || {
+        common::status(&geo.redis, &job).filter(|s| s == "failed")
+    });
+    assert_eq!(status, "failed");
+    let fetched =
+        testkit::rq_peer_json(geo.redis.url(), &["fetch", &job, "--serializer", "pickle"]);
+    let exc = fetched["exc_string"].as_str().unwrap_or_default();
+    assert!(
+        exc.contains("WrongConfigurationException")
+            && exc.contains("Either CKAN resource update url or importapi key missing"),
+        "{fetched}"
+    );
+    assert!(geo
+        .ckan
+        .requests_to(REPORT_PATH)
+        .iter()
+        .all(|r| r.json()["id"] != "no-key"));
+    assert!(
+        geo.files.requests_to("/test.geojson").is_empty(),
+        "nothing is downloaded when the database or the settings are wrong"
+    );
+    drop(worker);
+}
+
 /// `hdx-jobs geopreview import` runs the same pipeline locally: same boxes and fields, the
 /// shape_info JSON on stdout, exit 0 on success and 1 on failure; `delete` and `cleanup`.
 #[test]
@@ -1128,6 +1195,29 @@ fn the_cli_imports_deletes_and_cleans_up() {
             "{name}"
         );
     }
+
+    // A progress bar on stderr when stdout is a terminal (`script` gives it one), none otherwise.
+    let output = run(geo
+        .command()
+        .args(["geopreview", "import"])
+        .arg(&cases[2].1)
+        .args(["--resource-id", "cli-2"]));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains('%'));
+    let command = format!(
+        "{} geopreview import {} --resource-id cli-2",
+        env!("CARGO_BIN_EXE_hdx-jobs"),
+        cases[2].1.display()
+    );
+    let output = run(Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .envs(geo.env())
+        .env("LOG_LEVEL", "warn"));
+    testkit::check(&output, "import on a terminal");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("import   [") && screen.contains("100%"),
+        "{screen}"
+    );
 
     // From a URL, with --db-url instead of HDX_GISDB_URL.
     let url = geo.serve_file("by-url.geojson", fixture_bytes("test.geojson"));
