@@ -189,6 +189,7 @@ pub(crate) async fn run(
         Command::Scheduler(args) => crate::scheduling::scheduler(args, redis).await,
         Command::Schedule(command) => crate::scheduling::schedule(command, redis).await,
         Command::Events(command) => crate::events::run(command, config).await,
+        Command::Geopreview(command) => crate::geopreview::run(command, config).await,
     }
 }
 

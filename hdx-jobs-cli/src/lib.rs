@@ -6,6 +6,7 @@
 
 mod commands;
 mod events;
+mod geopreview;
 mod logging;
 mod output;
 mod scheduling;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
 pub use events::EventsCommand;
+pub use geopreview::{GeopreviewCommand, ImportArgs};
 pub use logging::LogFormat;
 pub use scheduling::{AddArgs, MisfireArg, ScheduleCommand, SchedulerArgs};
 
@@ -69,6 +71,9 @@ pub enum Command {
     /// Periodic jobs: add, list, remove.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Geopreview layers: import a GIS file locally, delete a layer, clean up old layers.
+    #[command(subcommand)]
+    Geopreview(GeopreviewCommand),
     /// Serve the HTTP API (CKAN's endpoints, /monitor, /metrics, /openapi.json).
     Serve {
         /// Address to listen on (default 127.0.0.1:APP_PORT, port 5000).

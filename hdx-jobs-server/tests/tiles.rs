@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use serde_json::{json, Value};
+use testkit::geo::{decode_mvt as decode, tile_of};
 
 const LAYER: &str = "pre_tiles_test_1";
 
@@ -64,16 +65,6 @@ fn notify(server: &TestServer, table: &str) {
         .expect("notify");
 }
 
-/// The tile containing a point at a zoom.
-fn tile_of(lon: f64, lat: f64, z: u8) -> (u8, u32, u32) {
-    let n = f64::from(1u32 << z);
-    let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
-    let lat = lat.to_radians();
-    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor()
-        as u32;
-    (z, x, y)
-}
-
 fn get(
     server: &TestServer,
     path: &str,
@@ -104,35 +95,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Decodes a tile with GDAL's MVT driver: features as GeoJSON (lon/lat).
-fn decode(tile: &[u8], (z, x, y): (u8, u32, u32)) -> Vec<Value> {
-    let dir = tempfile_dir();
-    let pbf = dir.join("tile.pbf");
-    std::fs::write(&pbf, tile).expect("write tile");
-    let out = dir.join("tile.geojson");
-    let output = Command::new("ogr2ogr")
-        .args(["-f", "GeoJSON"])
-        .arg(&out)
-        .arg(&pbf)
-        .args([
-            "-oo",
-            &format!("Z={z}"),
-            "-oo",
-            &format!("X={x}"),
-            "-oo",
-            &format!("Y={y}"),
-            "-t_srs",
-            "EPSG:4326",
-        ])
-        .output()
-        .expect("ogr2ogr reads the tile");
-    testkit::check(&output, "ogr2ogr MVT");
-    let doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("geojson")).expect("json");
-    let _ = std::fs::remove_dir_all(&dir);
-    doc["features"].as_array().cloned().unwrap_or_default()
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -51,5 +51,9 @@ pub fn task_registry(config: &Config) -> TaskRegistry {
     );
     crate::events::register(&mut registry, config);
     crate::fs_check::register(&mut registry, config);
+    registry.register(
+        wire::CREATE_PREVIEW,
+        crate::geo::task::CreatePreviewTask::new(config),
+    );
     registry
 }

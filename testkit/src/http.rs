@@ -70,6 +70,7 @@ pub struct Reply {
     delay: Duration,
     trickle: Option<(usize, Duration)>,
     declared_length: Option<usize>,
+    chunked: bool,
 }
 
 impl Reply {
@@ -82,6 +83,7 @@ impl Reply {
             delay: Duration::ZERO,
             trickle: None,
             declared_length: None,
+            chunked: false,
         }
     }
 
@@ -130,6 +132,12 @@ impl Reply {
     /// Announces this Content-Length whatever the body is (a lying or huge server).
     pub fn declared_length(mut self, length: usize) -> Self {
         self.declared_length = Some(length);
+        self
+    }
+
+    /// Sends the body chunked, without a Content-Length (a stream of unknown size).
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
         self
     }
 }
@@ -293,7 +301,11 @@ fn handle(
         .iter()
         .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
         .collect();
-    let length = reply.declared_length.or(Some(reply.body.len()));
+    let length = if reply.chunked {
+        None
+    } else {
+        reply.declared_length.or(Some(reply.body.len()))
+    };
     let reader: Box<dyn Read + Send> = match reply.trickle {
         Some((chunk, pause)) => Box::new(Trickle {
             data: reply.body,
@@ -310,6 +322,13 @@ fn handle(
         length,
         None,
     );
+    // tiny_http switches to chunked encoding (dropping Content-Length) from 32 KB on; keep the
+    // length the reply announces unless it asked for chunks.
+    let response = if reply.chunked {
+        response
+    } else {
+        response.with_chunked_threshold(usize::MAX)
+    };
     let _ = request.respond(response);
 }
 

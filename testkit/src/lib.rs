@@ -9,6 +9,7 @@
 //! - [`stream_consumer`]: a Python reader of the event stream, as HDX's consumers read it;
 //!   [`shared_fixture`]: the shared fixtures beside the repository.
 
+pub mod geo;
 pub mod http;
 
 pub use redis;
@@ -155,6 +156,21 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// A file of the shared test fixtures (`../shared/fixtures/` next to the workspace, or
+/// `HDX_TEST_FIXTURES`), e.g. `fixture("geofiles/test.geojson")`; panics when it is missing.
+pub fn fixture(relative: &str) -> PathBuf {
+    let base = std::env::var_os("HDX_TEST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    let path = base.join(relative);
+    assert!(
+        path.exists(),
+        "missing test fixture {} (HDX_TEST_FIXTURES)",
+        path.display()
+    );
+    path
 }
 
 /// The venv Python with `rq` 2.12 (`HDX_TEST_PYTHON`, else `target/test-venv/bin/python`).

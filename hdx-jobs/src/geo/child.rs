@@ -1,0 +1,273 @@
+//! The import child process: GDAL runs in a process of its own, so an `abort()` on a GDAL fatal
+//! error, a crash in C code or a runaway import kills only that process; the worker records a
+//! failure and carries on.
+//!
+//! The child is the worker's own executable run as `hdx-jobs geopreview import-child` (a
+//! hidden subcommand that calls [`child_main`]); the program is configurable
+//! ([`ChildCommand`], `HDX_GEO_IMPORT_PROGRAM`) because a library user or a test binary is not
+//! `hdx-jobs`. The protocol is JSON: the parent writes one [`ImportRequest`] on the child's
+//! stdin (the database password travels there, never in argv or the environment) and the child
+//! writes JSON lines on stdout: `{"progress": 0.42}` now and then, and one
+//! `{"report": ImportReport}` at the end. Its stderr is kept (the last few KB) for the logs.
+//! The parent kills the child at the deadline or on cancellation.
+
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::import::{self, ImportReport, ImportRequest};
+
+/// The subcommand that runs [`child_main`].
+pub const CHILD_ARGS: [&str; 2] = ["geopreview", "import-child"];
+
+/// Most of the child's stderr kept for the logs.
+const STDERR_KEPT: usize = 8 * 1024;
+
+/// How to start an import child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+impl ChildCommand {
+    /// `PROGRAM geopreview import-child`.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        ChildCommand {
+            program: program.into(),
+            args: CHILD_ARGS.iter().map(OsString::from).collect(),
+        }
+    }
+
+    /// The running executable (right when it is `hdx-jobs`).
+    pub fn current_exe() -> std::io::Result<Self> {
+        std::env::current_exe().map(Self::new)
+    }
+
+    /// `HDX_GEO_IMPORT_PROGRAM` when set, else the running executable, else `hdx-jobs` on the
+    /// PATH.
+    pub fn from_config(config: &super::config::GeopreviewConfig) -> Self {
+        match &config.import_program {
+            Some(program) => Self::new(program),
+            None => Self::current_exe().unwrap_or_else(|_| Self::new("hdx-jobs")),
+        }
+    }
+}
+
+/// Why a child gave no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// The deadline passed; the child was killed.
+    #[error("the import did not finish in time")]
+    Timeout,
+    /// The job was cancelled; the child was killed.
+    #[error("the import was cancelled")]
+    Cancelled,
+    /// The program could not be started.
+    #[error("cannot start the import process {program}: {message}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        message: String,
+    },
+    /// The child ended without a report (a crash, an abort, a kill from outside).
+    #[error("the import process ended without a report ({status})")]
+    Died {
+        /// Its exit status.
+        status: String,
+        /// The end of its stderr.
+        stderr: String,
+    },
+}
+
+/// One line the child writes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Message {
+    Progress(f64),
+    Report(ImportReport),
+}
+
+/// A started import child, waiting for its request. Starting it early (while the parent
+/// connects, locks and downloads) hides its start-up: loading GDAL and registering its drivers.
+/// Dropping it kills the process.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: tokio::process::Child,
+    program: String,
+}
+
+impl ChildProcess {
+    /// Starts the program.
+    pub fn spawn(command: &ChildCommand) -> Result<Self, ChildError> {
+        let program = command.program.display().to_string();
+        let child = tokio::process::Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ChildError::Spawn {
+                program: program.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(ChildProcess { child, program })
+    }
+
+    /// Sends the request and waits for the report, killing the child at `deadline` or on
+    /// `cancel`. `progress` gets the fraction done of each attempt.
+    pub async fn run(
+        self,
+        request: &ImportRequest,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(f64) + Send),
+    ) -> Result<ImportReport, ChildError> {
+        let ChildProcess { mut child, program } = self;
+        let request_json = serde_json::to_vec(request).map_err(|e| ChildError::Spawn {
+            program: program.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that died at once shows up below as a missing report.
+            let _ = stdin.write_all(&request_json).await;
+            let _ = stdin.shutdown().await;
+        }
+        let stderr_task = child.stderr.take().map(|mut stderr| {
+            tokio::spawn(async move {
+                let mut kept: Vec<u8> = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buffer[..n]);
+                    if kept.len() > 2 * STDERR_KEPT {
+                        kept.drain(..kept.len() - STDERR_KEPT);
+                    }
+                }
+                let start = kept.len().saturating_sub(STDERR_KEPT);
+                String::from_utf8_lossy(&kept[start..]).into_owned()
+            })
+        });
+        let Some(stdout) = child.stdout.take() else {
+            return Err(ChildError::Died {
+                status: "no stdout".into(),
+                stderr: String::new(),
+            });
+        };
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match serde_json::from_str::<Message>(&line) {
+                        Ok(Message::Progress(fraction)) => progress(fraction),
+                        Ok(Message::Report(r)) => {
+                            // All done (the data is committed): let the child tear its memory
+                            // down on its own time, and reap it in the background.
+                            tokio::spawn(async move {
+                                let _ = child.wait().await;
+                            });
+                            return Ok(r);
+                        }
+                        Err(_) => tracing::debug!(line = %line, "unexpected line from the import child"),
+                    },
+                    Ok(None) | Err(_) => break,
+                },
+                () = &mut sleep => {
+                    let _ = child.kill().await;
+                    return Err(ChildError::Timeout);
+                }
+                () = cancel.cancelled() => {
+                    let _ = child.kill().await;
+                    return Err(ChildError::Cancelled);
+                }
+            }
+        }
+        let status = tokio::select! {
+            status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            () = &mut sleep => {
+                let _ = child.kill().await;
+                return Err(ChildError::Timeout);
+            }
+        };
+        let stderr = match stderr_task {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Err(ChildError::Died { status, stderr })
+    }
+}
+
+/// Runs an import in a new child process (see [`ChildProcess`]).
+pub async fn run(
+    command: &ChildCommand,
+    request: &ImportRequest,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    progress: &mut (dyn FnMut(f64) + Send),
+) -> Result<ImportReport, ChildError> {
+    ChildProcess::spawn(command)?
+        .run(request, deadline, cancel, progress)
+        .await
+}
+
+/// The child's side: reads the request on `input`, imports, writes progress and the report on
+/// `output`. Returns the process exit code (0 when a report was written, whatever it says).
+pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
+    // Load the drivers while the parent is still getting the file.
+    import::prepare();
+    let mut output = std::io::LineWriter::new(output);
+    let mut reader = std::io::BufReader::new(input);
+    let mut text = String::new();
+    if let Err(e) = reader.read_line(&mut text) {
+        eprintln!("import child: cannot read the request: {e}");
+        return 2;
+    }
+    let request: ImportRequest = match serde_json::from_str(&text) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("import child: bad request: {e}");
+            return 2;
+        }
+    };
+    let report = {
+        let mut last = -1.0_f64;
+        let mut write_progress = |fraction: f64| {
+            if fraction - last >= 0.01 || (fraction >= 1.0 && last < 1.0) {
+                last = fraction;
+                if let Ok(line) = serde_json::to_string(&Message::Progress(fraction)) {
+                    let _ = writeln!(output, "{line}");
+                }
+            }
+        };
+        import::import(&request, &mut write_progress)
+    };
+    match serde_json::to_string(&Message::Report(report)) {
+        Ok(line)
+            if writeln!(output, "{line}")
+                .and_then(|()| output.flush())
+                .is_ok() =>
+        {
+            0
+        }
+        _ => 3,
+    }
+}
