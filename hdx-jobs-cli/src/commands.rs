@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use hdx_jobs::config::Config;
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
-use hdx_jobs::rq::worker::{stop_on_signals, Worker, WorkerOptions};
+use hdx_jobs::rq::worker::{Worker, WorkerOptions};
 use hdx_jobs::rq::{commands as rq_commands, info, jobs};
+use hdx_jobs::signals::{shutdown_signal, stop_on_signals};
 use hdx_jobs::RedisClient;
 use serde_json::{Map, Value};
 
@@ -202,21 +203,6 @@ async fn serve(core: Config, bind: Option<std::net::SocketAddr>) -> anyhow::Resu
     }
     hdx_jobs_server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 async fn work(args: WorkArgs, redis: RedisClient, config: &Config) -> anyhow::Result<ExitCode> {

@@ -183,7 +183,7 @@ async fn import(args: ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
             (report::failure(&layer, failure), ExitCode::FAILURE)
         }
     };
-    println!("{}", report::python_json(&info));
+    println!("{}", hdx_jobs::python_json::dumps(&info));
     Ok(code)
 }
 

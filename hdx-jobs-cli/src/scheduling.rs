@@ -128,7 +128,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs, redis: RedisClient) -> anyhow
     let scheduler = Scheduler::new(redis, options);
     let signals = stop.clone();
     tokio::spawn(async move {
-        crate::commands::shutdown_signal().await;
+        hdx_jobs::signals::shutdown_signal().await;
         signals.cancel();
     });
     scheduler.run(stop).await;

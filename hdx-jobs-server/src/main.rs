@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use tokio::signal::unix::{signal, SignalKind};
+use hdx_jobs::signals::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,18 +42,5 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

@@ -15,7 +15,10 @@
 //! - [`analytics`]: the analytics job (Mixpanel, Google Analytics 4);
 //! - [`config`]: settings from the environment variables HDX deployments use;
 //! - [`ckan`], [`http`], [`secret`]: CKAN's action API, outgoing HTTP, secrets kept out of logs;
-//! - [`events`], [`fs_check`]: change events on the Redis Streams event bus, file-structure checks.
+//! - [`geo`]: geopreview (GIS files into PostGIS layers reported to CKAN), layer upkeep, tiles;
+//! - [`events`], [`fs_check`]: change events on the Redis Streams event bus, file-structure checks;
+//! - [`python_json`]: JSON text written as Python's `json.dumps` writes it;
+//! - [`signals`]: SIGTERM/SIGINT for the binaries (shutdown future, worker warm/cold stop).
 //!
 //! ## Embedding
 //!
@@ -67,8 +70,10 @@ pub mod fs_check;
 pub mod geo;
 pub mod hdx;
 pub mod http;
+pub mod python_json;
 pub mod rq;
 pub mod secret;
+pub mod signals;
 pub mod task;
 
 pub use connection::RedisClient;

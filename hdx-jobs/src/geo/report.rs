@@ -54,72 +54,11 @@ pub fn failure(layer_id: &str, failure: &Failure) -> Value {
     Value::Object(info)
 }
 
-/// JSON as Python's `json.dumps` writes it by default.
-pub fn python_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_python(value, &mut out);
-    out
-}
-
-fn write_python(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_python_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_string(key, out);
-                out.push_str(": ");
-                write_python(item, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_python_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// The body posted to CKAN.
 pub fn ckan_body(resource_id: &str, shape_info: &Value) -> Value {
     json!({
         "id": resource_id,
-        "shape_info": python_json(shape_info),
+        "shape_info": crate::python_json::dumps(shape_info),
         "batch_mode": "KEEP_OLD",
     })
 }
@@ -178,7 +117,7 @@ mod tests {
             invalid_deleted: 2,
         };
         assert_eq!(
-            python_json(&success("pre_x", &metadata)),
+            crate::python_json::dumps(&success("pre_x", &metadata)),
             "{\"state\": \"success\", \"message\": \"Import successful. But 2 invalid features \
              were deleted\", \"layer_id\": \"pre_x\", \"error_type\": \"None\", \"error_class\": \
              \"None\", \"bounding_box\": \"BOX(2.5 49.5,6.1 51.4)\", \"layer_fields\": \
@@ -187,12 +126,10 @@ mod tests {
         );
         let f = Failure::too_large("response too large");
         assert_eq!(
-            python_json(&failure("pre_x", &f)),
+            crate::python_json::dumps(&failure("pre_x", &f)),
             "{\"state\": \"failure\", \"message\": \"response too large\", \"layer_id\": \
              \"pre_x\", \"error_type\": \"None\", \"error_class\": \"FileTooLargeException\", \
              \"type\": \"file-too-large\"}"
         );
-        assert_eq!(python_json(&json!("😀\u{1}")), "\"\\ud83d\\ude00\\u0001\"");
-        assert_eq!(python_json(&json!([1, null, true])), "[1, null, true]");
     }
 }

@@ -15,6 +15,8 @@ use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::python_json;
+
 /// The serializer of a job's payload, meta and results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -188,75 +190,9 @@ pub fn zlib_decompress_or_raw(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-/// JSON text exactly as Python's `json.dumps` writes it by default: `", "` and `": "`
-/// separators, non-ASCII characters escaped as `\uXXXX`.
+/// JSON text exactly as Python's `json.dumps` writes it by default (see [`crate::python_json`]).
 pub fn to_python_json(value: &Value) -> Vec<u8> {
-    let mut out = String::new();
-    write_python_json(value, &mut out);
-    out.into_bytes()
-}
-
-fn write_python_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&python_number(n)),
-        Value::String(s) => write_python_json_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_json_string(k, out);
-                out.push_str(": ");
-                write_python_json(v, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn python_number(n: &serde_json::Number) -> String {
-    match n.as_f64() {
-        // Python writes floats with a fraction (`1.0`); serde_json would write `1.0` too, but
-        // keep integers as integers.
-        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e16 => format!("{f:.1}"),
-        _ => n.to_string(),
-    }
-}
-
-fn write_python_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    python_json::dumps(value).into_bytes()
 }
 
 /// Converts a decoded pickle into JSON: tuples and sets become arrays, dict keys become
@@ -339,7 +275,7 @@ pub fn python_repr(value: &Value) -> String {
         Value::Null => "None".into(),
         Value::Bool(true) => "True".into(),
         Value::Bool(false) => "False".into(),
-        Value::Number(n) => python_number(n),
+        Value::Number(n) => python_json::number(n),
         Value::String(s) => python_str_repr(s),
         Value::Array(items) => {
             let inner: Vec<String> = items.iter().map(python_repr).collect();
@@ -499,15 +435,6 @@ mod tests {
         );
         let meta = unhex("8005950c000000000000007d948c016b948c017694732e");
         assert_eq!(decode_value(&meta).expect("meta").0, json!({"k": "v"}));
-    }
-
-    #[test]
-    fn python_json_escapes_like_json_dumps() {
-        let v = json!({"name": "São \"Paulo\"\n", "n": 1.0, "l": [true, null]});
-        assert_eq!(
-            String::from_utf8(to_python_json(&v)).expect("utf8"),
-            r#"{"name": "S\u00e3o \"Paulo\"\n", "n": 1.0, "l": [true, null]}"#
-        );
     }
 
     #[test]

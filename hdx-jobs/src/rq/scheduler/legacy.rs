@@ -81,16 +81,7 @@ pub async fn promote_due<C: ConnectionLike + Send>(conn: &mut C, lock_secs: u64)
 }
 
 async fn promote_locked<C: ConnectionLike + Send>(conn: &mut C, now: &Timestamp) -> RqResult<u64> {
-    let due: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
-        .arg(SCHEDULED_JOBS)
-        .arg("-inf")
-        .arg(now.secs())
-        .arg("WITHSCORES")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(1000)
-        .query_async(conn)
-        .await?;
+    let due = super::due_entries(conn, SCHEDULED_JOBS, now.secs()).await?;
     let mut moved = 0;
     for (id, score) in due {
         let (new_meta, next) = match Job::fetch(conn, &id).await? {

@@ -35,6 +35,25 @@ pub const PERIODIC_LOCK: &str = "hdx:periodic:lock";
 /// Jobs moved per script call.
 const PROMOTE_BATCH: u64 = 1000;
 
+/// The members of a sorted set due at `now` (score at most `now`) with their scores, oldest
+/// first, at most [`PROMOTE_BATCH`] per call (a round takes the rest next time).
+async fn due_entries<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    now: i64,
+) -> RqResult<Vec<(String, i64)>> {
+    Ok(redis::cmd("ZRANGEBYSCORE")
+        .arg(key)
+        .arg("-inf")
+        .arg(now)
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(PROMOTE_BATCH)
+        .query_async(conn)
+        .await?)
+}
+
 /// Which queues a scheduler serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Queues {

@@ -316,16 +316,7 @@ pub async fn fire_due<C: ConnectionLike + Send>(
     now: i64,
     misfire_grace: i64,
 ) -> RqResult<u64> {
-    let due: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
-        .arg(NEXT_KEY)
-        .arg("-inf")
-        .arg(now)
-        .arg("WITHSCORES")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(1000)
-        .query_async(conn)
-        .await?;
+    let due = super::due_entries(conn, NEXT_KEY, now).await?;
     let mut fired = 0;
     for (id, first_due) in due {
         let json: Option<String> = redis::cmd("HGET")

@@ -17,7 +17,6 @@ mod connection;
 mod execute;
 mod lifecycle;
 mod listen;
-mod signals;
 mod wait;
 
 use std::collections::HashMap;
@@ -28,8 +27,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-pub use signals::stop_on_signals;
 
 use self::connection::SharedConnection;
 use super::error::{RqError, RqResult};

@@ -1,11 +1,30 @@
-//! SIGTERM/SIGINT handling: the first signal stops the worker warm, the second cold.
+//! SIGTERM/SIGINT handling for the binaries: [`shutdown_signal`] is the shutdown future of the
+//! server and the scheduler; [`stop_on_signals`] stops a worker warm on the first signal and
+//! cold on the second.
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::StopHandle;
+use crate::rq::worker::StopHandle;
+
+/// Resolves on the first SIGTERM or SIGINT (never, if the handlers cannot be installed).
+pub async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(
+            "cannot install signal handlers; SIGTERM/SIGINT will not stop this process"
+        );
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
 
 /// Listens for SIGTERM and SIGINT until the second one: warm stop on the first, cold on the
-/// second. Spawn it beside [`super::Worker::run`].
+/// second. Spawn it beside [`Worker::run`](crate::rq::worker::Worker::run).
 pub async fn stop_on_signals(handle: StopHandle) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
