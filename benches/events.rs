@@ -5,10 +5,11 @@
 //! ```
 //!
 //! Measures, on one core (each detection rate the best of three runs: the machine is shared):
-//! - detection of fixture-sized pairs (the shared CKAN fixture pair itself, and generated pairs
-//!   of the same size and kind of change: 3 resources, 5 events), alone and with the events
-//!   serialized to their stream bodies, against the contract's anchor for the old Python
-//!   detector (about 500 fixture-sized pairs per second on this machine);
+//! - detection of fixture-sized pairs (the project's CKAN sample pair `samples/ckan`, the shared
+//!   CKAN fixture pair itself where the machine has it, and generated pairs of the fixture's
+//!   size and kind of change: 3 resources, 5 events), alone and with the events serialized to
+//!   their stream bodies, against the contract's anchor for the old Python detector (about 500
+//!   fixture-sized pairs per second on this machine);
 //! - detection of large pairs (hundreds of resources with Markdown descriptions, about 60
 //!   events each);
 //! - pushes to a Redis stream through the idempotent script (one run of 5 events per call), one
@@ -233,17 +234,31 @@ async fn main() {
     let py_events = env_usize("BENCH_PY_EVENTS", 10_000);
     let mut rows: Vec<(String, String)> = Vec::new();
 
-    // The shared fixture pair, repeated.
-    let shared = testkit::workspace_root().join("../shared/fixtures/ckan");
-    let fixture = |name: &str| -> Option<Value> {
-        serde_json::from_str(&std::fs::read_to_string(shared.join(name)).ok()?).ok()
+    // The project's sample pair, and the shared fixture pair where this machine has it,
+    // repeated.
+    let read = |path: std::path::PathBuf| -> Value {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
-    if let (Some(old), Some(new)) = (fixture("dataset_old.json"), fixture("dataset_new.json")) {
+    let mut real_pairs = vec![(
+        "the sample pair of samples/ckan",
+        read(testkit::sample("ckan/dataset_old.json")),
+        read(testkit::sample("ckan/dataset_new.json")),
+    )];
+    if let (Some(old), Some(new)) = (
+        testkit::shared_fixture("ckan/dataset_old.json"),
+        testkit::shared_fixture("ckan/dataset_new.json"),
+    ) {
+        real_pairs.push(("the shared fixture pair", read(old), read(new)));
+    }
+    for (label, old, new) in real_pairs {
         let pairs = vec![(old, new)];
         detect_rate(&pairs, 200, false);
         let (rate, events) = best(|| detect_rate(&pairs, pairs_n, false));
+        assert!(events > 0, "{label} gives events");
         rows.push((
-            format!("detect, the shared fixture pair ({events} events), one core"),
+            format!("detect, {label} ({events} events), one core"),
             format!(
                 "{rate:.0} pairs/s ({:.0}× the Python anchor)",
                 rate / PYTHON_DETECTOR_PAIRS_PER_S

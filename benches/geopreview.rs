@@ -1,6 +1,7 @@
 //! Geopreview imports: `hdx-jobs geopreview import` against `ogr2ogr` as the old service ran it
 //! (`PG_USE_COPY=NO`) and `ogr2ogr` with COPY, in the same run, into the same PostGIS; and the
-//! latency from enqueue to CKAN report for test.geojson on a warm worker.
+//! latency from enqueue to CKAN report on a warm worker for the shared fixture test.geojson (the
+//! issue's file) when this machine has it, else the sample `samples/geo/districts.geojson`.
 //!
 //! ```sh
 //! scripts/bench.sh geopreview     # builds target/release/hdx-jobs, then runs this
@@ -221,18 +222,24 @@ async fn report(State(reports): State<Reports>, body: Bytes) -> Json<Value> {
     Json(json!({"success": true}))
 }
 
+/// The file of the latency run: the issue's test.geojson when present, else the sample.
+fn latency_file() -> PathBuf {
+    testkit::shared_fixture("geofiles/test.geojson")
+        .unwrap_or_else(|| testkit::sample("geo/districts.geojson"))
+}
+
 fn latency(pg: &TestPostgres, tmp: &Path, jobs: usize) -> Vec<f64> {
     let redis = TestRedis::new();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let reports: Reports = Arc::default();
-    let geojson = std::fs::read(testkit::fixture("geofiles/test.geojson")).expect("fixture");
+    let geojson = std::fs::read(latency_file()).expect("latency file");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let app = Router::new()
         .route(
-            "/files/test.geojson",
+            "/files/latency.geojson",
             get(move || {
                 let body = geojson.clone();
                 async move { body }
@@ -260,7 +267,7 @@ fn latency(pg: &TestPostgres, tmp: &Path, jobs: usize) -> Vec<f64> {
     let dict = |i: usize| {
         json!({
             "dataset_id": "bench", "resource_id": format!("latency-{i}"),
-            "download_url": format!("{base}/files/test.geojson"), "url_type": "upload",
+            "download_url": format!("{base}/files/latency.geojson"), "url_type": "upload",
             "download_chunk_size": 5 * 1024 * 1024, "max_file_size_mb": 300 * 1024 * 1024,
             "timeout_sec": 120, "ckan_api_base_url": format!("{base}/api/action"),
             "resource_update_action": "hdx_resource_update_metadata",
@@ -353,7 +360,13 @@ fn main() {
         q[1] / q[2]
     );
     println!();
-    println!("| enqueue → CKAN report, test.geojson, warm worker ({latency_jobs} jobs) | ms |");
+    println!(
+        "| enqueue → CKAN report, {}, warm worker ({latency_jobs} jobs) | ms |",
+        latency_file()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
     println!("|---|---|");
     println!("| median | {lat_median:.0} |");
     println!("| p95 | {p95:.0} |");

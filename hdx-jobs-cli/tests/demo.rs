@@ -28,6 +28,12 @@ fn the_demo_starts_the_service_and_runs_its_samples() {
         r#"POST /api/send-analytics: {"success":true}"#,
         r#"POST /api/scheduler/add_job: {"success":true}"#,
         "demo-heartbeat",
+        r#""bounding_box": "BOX("#,
+        r#""tiles":["http://127.0.0.1:"#,
+        "/preview/pre_demo_districts",
+        r#"POST /api/create-change-events: {"state":"success"}"#,
+        "  dataset-metadata-changed",
+        "  resource-created",
         &format!("monitor: http://127.0.0.1:{port}/monitor"),
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");

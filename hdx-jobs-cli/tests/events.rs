@@ -1,6 +1,7 @@
 //! `hdx-jobs events diff` and `hdx-jobs events listen` as operators run them: the diff of the
-//! shared fixtures, a job from Python rq run by `hdx-jobs work` and read back by a Python
-//! consumer, and a listener whose webhook fails or which is killed mid-delivery.
+//! project's CKAN sample pair (`samples/ckan`; and of the shared fixture pair where the machine
+//! has it), a job from Python rq run by `hdx-jobs work` and read back by a Python consumer, and
+//! a listener whose webhook fails or which is killed mid-delivery.
 
 mod common;
 
@@ -18,8 +19,26 @@ const WAIT: Duration = Duration::from_secs(30);
 const STREAM: &str = "hdx_event_stream";
 const FUNC: &str = "eventapi.tasks.detect_changes.detect_changes";
 
-fn fixture(name: &str) -> PathBuf {
-    testkit::shared_fixture(&format!("ckan/{name}"))
+/// A dataset dict of the project's sample pair (`samples/ckan/<name>`).
+fn sample(name: &str) -> PathBuf {
+    testkit::sample(&format!("ckan/{name}"))
+}
+
+/// The sample pair's event types, in order (samples/README.md, "CKAN dataset pair").
+const SAMPLE_TYPES: [&str; 9] = [
+    "dataset-metadata-changed",
+    "resource-deleted",
+    "resource-created",
+    "resource-data-changed",
+    "resource-data-changed",
+    "resource-metadata-changed",
+    "spreadsheet-sheet-created",
+    "spreadsheet-sheet-deleted",
+    "spreadsheet-sheet-changed",
+];
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 fn bin() -> Command {
@@ -58,15 +77,102 @@ fn without_time(events: &[Value]) -> Vec<Value> {
 
 #[test]
 fn diff_prints_the_events_of_two_dataset_dicts() {
-    let (old, new) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
-    let events = diff(&[
-        "--old",
-        old.to_str().expect("path"),
-        "--new",
-        new.to_str().expect("path"),
-        "--user",
-        "alexg",
-    ]);
+    let (old, new) = (sample("dataset_old.json"), sample("dataset_new.json"));
+    let events = diff(&["--old", path(&old), "--new", path(&new), "--user", "alexg"]);
+    assert_eq!(types(&events), SAMPLE_TYPES);
+    assert!(events.iter().all(|e| e["initiator_user_name"] == "alexg"
+        && e["dataset_name"] == "norvale-water-points"
+        && e["org_title"] == "Fictional Relief Network"));
+    let times: HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_time"].as_str().expect("event_time"))
+        .collect();
+    assert_eq!(times.len(), 1, "one event_time per run");
+    let dataset = &events[0]["changed_fields"];
+    let dataset_fields: Vec<&str> = dataset
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|f| f["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        dataset_fields,
+        [
+            "notes",
+            "dataset_date",
+            "data_update_frequency",
+            "license_id",
+            "groups",
+            "tags"
+        ]
+    );
+    assert_eq!(
+        (
+            &dataset[2]["old_display_value"],
+            &dataset[2]["new_display_value"]
+        ),
+        (&json!("Every month"), &json!("Every three months"))
+    );
+    assert_eq!(
+        dataset[4],
+        json!({"field": "groups", "added_items": ["mrw"], "removed_items": ["srv"]})
+    );
+    let resources: Vec<(&str, &Value)> = events[1..]
+        .iter()
+        .map(|e| {
+            (
+                e["resource_name"].as_str().expect("resource_name"),
+                &e["sheet_id"],
+            )
+        })
+        .collect();
+    let xlsx = "norvale-water-point-survey-2024.xlsx";
+    assert_eq!(
+        resources,
+        [
+            ("norvale-water-points.geojson", &Value::Null),
+            ("norvale-water-points-shp.zip", &Value::Null),
+            ("norvale-water-points.csv", &Value::Null),
+            (xlsx, &Value::Null),
+            (xlsx, &Value::Null),
+            (xlsx, &json!("Repairs Q3")),
+            (xlsx, &json!("Read me")),
+            (xlsx, &json!("Water points")),
+        ]
+    );
+
+    let created = diff(&["--new", path(&new)]);
+    assert_eq!(
+        types(&created),
+        [
+            "dataset-created",
+            "resource-created",
+            "resource-created",
+            "resource-created"
+        ]
+    );
+    let same = diff(&["--old", path(&new), "--new", path(&new)]);
+    assert!(same.is_empty());
+
+    let bad = bin()
+        .args(["events", "diff", "--new", "/nonexistent.json"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.json"));
+}
+
+/// The shared fixture pair (real HDX dicts) diffs to the five events the old service gave, where
+/// the machine has the shared fixtures.
+#[test]
+fn diff_of_the_fixture_pair_prints_its_five_events() {
+    let Some(old) = testkit::shared_fixture("ckan/dataset_old.json") else {
+        return;
+    };
+    let Some(new) = testkit::shared_fixture("ckan/dataset_new.json") else {
+        return;
+    };
+    let events = diff(&["--old", path(&old), "--new", path(&new), "--user", "alexg"]);
     assert_eq!(
         types(&events),
         [
@@ -78,25 +184,11 @@ fn diff_prints_the_events_of_two_dataset_dicts() {
         ]
     );
     assert!(events.iter().all(|e| e["initiator_user_name"] == "alexg"));
-    let created = diff(&["--new", new.to_str().expect("path")]);
+    let created = diff(&["--new", path(&new)]);
     assert_eq!(
         types(&created),
         ["dataset-created", "resource-created", "resource-created"]
     );
-    let same = diff(&[
-        "--old",
-        new.to_str().expect("path"),
-        "--new",
-        new.to_str().expect("path"),
-    ]);
-    assert!(same.is_empty());
-
-    let bad = bin()
-        .args(["events", "diff", "--new", "/nonexistent.json"])
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.json"));
 }
 
 /// The acceptance path end to end with real processes: Python rq enqueues a pickled job as the
@@ -105,7 +197,7 @@ fn diff_prints_the_events_of_two_dataset_dicts() {
 fn a_worker_process_pushes_what_diff_prints_and_python_reads_it() {
     let queue = TestRedis::new();
     let stream = TestRedis::new();
-    let (old_path, new_path) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
+    let (old_path, new_path) = (sample("dataset_old.json"), sample("dataset_new.json"));
     let read = |p: &PathBuf| -> Value {
         serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json")
     };
@@ -133,7 +225,8 @@ fn a_worker_process_pushes_what_diff_prints_and_python_reads_it() {
     testkit::check(&output, "hdx-jobs work --burst event_q");
     assert_eq!(status(&queue, &id).as_deref(), Some("finished"));
 
-    let consumed = testkit::stream_consumer(stream.url(), &["--count", "5"]);
+    let count = SAMPLE_TYPES.len().to_string();
+    let consumed = testkit::stream_consumer(stream.url(), &["--count", &count]);
     let bodies: Vec<Value> = consumed
         .as_array()
         .expect("list")
@@ -142,12 +235,13 @@ fn a_worker_process_pushes_what_diff_prints_and_python_reads_it() {
         .collect();
     let printed = diff(&[
         "--old",
-        old_path.to_str().expect("path"),
+        path(&old_path),
         "--new",
-        new_path.to_str().expect("path"),
+        path(&new_path),
         "--user",
         "alexg",
     ]);
+    assert_eq!(types(&printed), SAMPLE_TYPES);
     assert_eq!(without_time(&bodies), without_time(&printed));
 }
 

@@ -3,6 +3,10 @@
 //! the way the old API did (pickle); local HTTP servers serve the files and play CKAN, and the
 //! tests assert the exact JSON CKAN receives. Also the CLI (`hdx-jobs geopreview ...`) and the
 //! HTTP API's `GET /api/add-layer/...` on a real server with a real worker.
+//!
+//! The files are the project's own samples (`samples/geo/`, with the known results of
+//! samples/README.md); shapefiles and KMZ are made from them here. Where a machine has the
+//! shared fixtures (real HDX files), tests on them add the contract's known results.
 
 mod common;
 
@@ -21,13 +25,82 @@ const CREATE_PREVIEW: &str = "importapi.tasks.create_preview.create_preview_task
 const REPORT_PATH: &str = "/api/action/hdx_resource_update_metadata";
 const API_KEY: &str = "gis-key-123";
 
-/// The contract's known boxes and field counts.
+/// The contract's known boxes of the shared fixtures (field counts are in the tests).
 const GEOJSON_BOX: &str = "BOX(2.513573 49.529484,6.156658 51.475024)";
 const KML_BOX: &str =
     "BOX(-48.84245807546525 61.04985867307904,-42.29294689786775 66.20535503717753)";
 const SHP_BOX: &str = "BOX(34.00334232 -4.408103235999988,41.814834959999985 4.475610393000011)";
 const SHP2_BOX: &str =
     "BOX(-158.09007390217414 21.277505243918654,-67.78117667160467 62.145207116458835)";
+
+/// The samples' known results (samples/README.md, "Geo samples").
+const DISTRICTS_BOX: &str = "BOX(21.5 -4.25,24.75 -1.5)";
+const HEALTH_SITES_BOX: &str = "BOX(21.85 -3.75,24.4 -1.85)";
+const WATER_POINTS_BOX: &str = "BOX(21.9 -3.9,24.2 -2.05)";
+const RIVERS_BOX: &str = "BOX(21.6 -4.2,24.7 -1.6)";
+const VARCHAR: &str = "character varying";
+const GEOMETRY: (&str, &str) = ("wkb_geometry", "USER-DEFINED");
+const DISTRICTS_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("pcode", VARCHAR),
+    ("population", "integer"),
+    ("area_km2", VARCHAR),
+    ("updated", "date"),
+    GEOMETRY,
+];
+const DISTRICTS_SHP_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("pcode", VARCHAR),
+    ("population", "numeric"),
+    ("area_km2", VARCHAR),
+    ("updated", "date"),
+    GEOMETRY,
+];
+const HEALTH_SITES_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("kind", VARCHAR),
+    ("beds", "integer"),
+    ("functional", "boolean"),
+    ("pcode", VARCHAR),
+    GEOMETRY,
+];
+const WATER_POINTS_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("description", VARCHAR),
+    ("timestamp", "timestamp with time zone"),
+    ("begin", "timestamp with time zone"),
+    ("end", "timestamp with time zone"),
+    ("altitudemode", VARCHAR),
+    ("tessellate", "integer"),
+    ("extrude", "integer"),
+    ("visibility", "integer"),
+    ("draworder", "integer"),
+    ("icon", VARCHAR),
+    ("code", VARCHAR),
+    ("district", VARCHAR),
+    ("users", "integer"),
+    ("depth_m", VARCHAR),
+    GEOMETRY,
+];
+const RIVERS_SHP_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("strahler", "numeric"),
+    ("length_km", VARCHAR),
+    GEOMETRY,
+];
+
+/// `layer_fields` as CKAN gets them.
+fn fields(pairs: &[(&str, &str)]) -> Vec<Value> {
+    pairs
+        .iter()
+        .map(|(name, kind)| json!({"field_name": name, "data_type": kind}))
+        .collect()
+}
 
 /// Everything a geopreview job talks to.
 struct Geo {
@@ -397,16 +470,31 @@ fn failure_info(layer_id: &str, class: &str, kind: &str, message: &str) -> Value
     })
 }
 
-fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(testkit::fixture(&format!("geofiles/{name}"))).expect("fixture")
+/// A file of the shared fixtures' folder `dir`.
+fn fixture_bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).expect("fixture")
 }
 
-/// The KMZ of test.kml, made with `zip`.
-fn make_kmz(geo: &Geo) -> PathBuf {
-    let dir = geo.made("kmz");
+/// A sample of `samples/geo/`.
+fn sample_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(testkit::sample(&format!("geo/{name}"))).expect("sample")
+}
+
+/// The zipped shapefile `<name>.shp.zip` made from `samples/geo/<name>.geojson`.
+fn sample_shapefile_zip(geo: &Geo, name: &str) -> PathBuf {
+    testkit::geo::shapefile_zip(
+        &testkit::sample(&format!("geo/{name}.geojson")),
+        &geo.made("shp"),
+        name,
+    )
+}
+
+/// The KMZ `name` of the KML `kml` (as `doc.kml`), made with `zip`.
+fn make_kmz(geo: &Geo, kml: &Path, name: &str) -> PathBuf {
+    let dir = geo.made(&format!("{name}-kmz"));
     std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::copy(testkit::fixture("geofiles/test.kml"), dir.join("doc.kml")).expect("copy");
-    let kmz = geo.made("test.kmz");
+    std::fs::copy(kml, dir.join("doc.kml")).expect("copy");
+    let kmz = geo.made(name);
     let output = Command::new("zip")
         .arg("-q")
         .arg(&kmz)
@@ -418,19 +506,221 @@ fn make_kmz(geo: &Geo) -> PathBuf {
     kmz
 }
 
-/// The four fixtures and a KMZ, enqueued as the old API did, give CKAN exactly the contract's
-/// boxes and the fields the old ogr2ogr import produced; KML and KMZ keep their attributes.
+/// A file for the worker and what CKAN must get for it.
+struct WorkerCase {
+    /// The served file name.
+    name: &'static str,
+    bytes: Vec<u8>,
+    bbox: &'static str,
+    /// The `layer_fields` CKAN must get.
+    fields: Vec<Value>,
+    /// The rows the layer must hold, when known.
+    rows: Option<i64>,
+}
+
+/// Serves each case's file, enqueues its job (resource `<prefix>-<i>`) as the old API did, for
+/// one worker, and checks what CKAN gets: the headers, exactly the success shape_info and body;
+/// and the layer in PostGIS: its box (and rows). Returns the layer names.
+fn through_the_worker(geo: &Geo, prefix: &str, cases: &[WorkerCase]) -> Vec<String> {
+    let _worker = geo.worker(&[]);
+    for (i, case) in cases.iter().enumerate() {
+        let url = geo.serve_file(case.name, case.bytes.clone());
+        geo.enqueue_pickle(&geo.job_dict(&format!("{prefix}-{i}"), Some(&url)), 120);
+    }
+    let mut layers = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let name = case.name;
+        let resource_id = format!("{prefix}-{i}");
+        let layer = format!("pre_{prefix}_{i}");
+        let report = geo.report(&resource_id);
+        assert_eq!(report.header("authorization"), Some(API_KEY), "{name}");
+        assert_eq!(report.header("user-agent"), Some("HDX-TEST"), "{name}");
+        assert!(report
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")));
+        let info = geo.shape_info(&resource_id);
+        assert_eq!(
+            info,
+            success_info(&layer, case.bbox, &case.fields),
+            "{name}"
+        );
+        assert_eq!(
+            report.json(),
+            json!({"id": resource_id, "shape_info": python_dumps(&info), "batch_mode": "KEEP_OLD"})
+        );
+        let (rows, bbox) = geo.rows(&layer);
+        assert_eq!(bbox.as_deref(), Some(case.bbox), "{name} in PostGIS");
+        if let Some(expected) = case.rows {
+            assert_eq!(rows, expected, "{name}: rows in PostGIS");
+        }
+        layers.push(layer);
+    }
+    layers
+}
+
+/// The field names of a layer.
+fn field_names(geo: &Geo, layer: &str) -> Vec<String> {
+    geo.fields_of(layer)
+        .iter()
+        .map(|f| f["field_name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The samples (GeoJSON polygons and points, a KML of two folders, shapefiles, one of which
+/// needs a repair rule, and a KMZ), enqueued as the old API did, give CKAN exactly their known
+/// boxes and fields (the same fields as the old ogr2ogr import), and PostGIS their rows; KML and
+/// KMZ keep their attributes and both folders, text keeps its accents.
+#[test]
+fn samples_through_the_worker_reach_ckan_exactly() {
+    let geo = Geo::new();
+    let kml = testkit::sample("geo/water_points.kml");
+    let kmz = make_kmz(&geo, &kml, "water_points.kmz");
+    let districts_zip = sample_shapefile_zip(&geo, "districts");
+    let rivers_zip = sample_shapefile_zip(&geo, "rivers");
+    let sample = |name: &str| {
+        testkit::sample(&format!("geo/{name}"))
+            .display()
+            .to_string()
+    };
+    let vsizip = |zip: &Path, shp: &str| format!("/vsizip/{}/{shp}", zip.display());
+    // What the old service's ogr2ogr call made of the same files: the reference for the types.
+    let old = [
+        geo.old_fields(&sample("districts.geojson"), "old_districts", &[]),
+        geo.old_fields(&sample("health_sites.geojson"), "old_health_sites", &[]),
+        geo.old_fields(&sample("water_points.kml"), "old_water_points", &[]),
+        geo.old_fields(
+            &vsizip(&districts_zip, "districts.shp"),
+            "old_districts_shp",
+            &[],
+        ),
+        geo.old_fields(
+            &vsizip(&rivers_zip, "rivers.shp"),
+            "old_rivers_shp",
+            &["-nlt", "MultiLineString"],
+        ),
+    ];
+    let cases = vec![
+        WorkerCase {
+            name: "districts.geojson",
+            bytes: sample_bytes("districts.geojson"),
+            bbox: DISTRICTS_BOX,
+            fields: fields(DISTRICTS_FIELDS),
+            rows: Some(4),
+        },
+        WorkerCase {
+            name: "health_sites.geojson",
+            bytes: sample_bytes("health_sites.geojson"),
+            bbox: HEALTH_SITES_BOX,
+            fields: fields(HEALTH_SITES_FIELDS),
+            rows: Some(6),
+        },
+        WorkerCase {
+            name: "water_points.kml",
+            bytes: sample_bytes("water_points.kml"),
+            bbox: WATER_POINTS_BOX,
+            fields: fields(WATER_POINTS_FIELDS),
+            rows: Some(4),
+        },
+        WorkerCase {
+            name: "districts.shp.zip",
+            bytes: std::fs::read(&districts_zip).expect("zip"),
+            bbox: DISTRICTS_BOX,
+            fields: fields(DISTRICTS_SHP_FIELDS),
+            rows: Some(4),
+        },
+        WorkerCase {
+            name: "rivers.shp.zip",
+            bytes: std::fs::read(&rivers_zip).expect("zip"),
+            bbox: RIVERS_BOX,
+            fields: fields(RIVERS_SHP_FIELDS),
+            rows: Some(3),
+        },
+        WorkerCase {
+            name: "water_points.kmz",
+            bytes: std::fs::read(&kmz).expect("kmz"),
+            bbox: WATER_POINTS_BOX,
+            fields: fields(WATER_POINTS_FIELDS),
+            rows: Some(4),
+        },
+    ];
+    for (case, old) in cases.iter().zip(&old) {
+        assert_eq!(&case.fields, old, "{}: the old import's fields", case.name);
+    }
+    let layers = through_the_worker(&geo, "sample", &cases);
+
+    // The downloads came from the CKAN host: they carried the key and the user agent.
+    let download = &geo.files.requests_to("/districts.geojson")[0];
+    assert_eq!(download.header("authorization"), Some(API_KEY));
+    assert_eq!(download.header("user-agent"), Some("HDX-TEST"));
+    // Text with accents arrives intact, from GeoJSON and from a shapefile.
+    for layer in [&layers[0], &layers[3]] {
+        let names: Vec<String> = geo
+            .pg
+            .client()
+            .query(&format!("SELECT name FROM {layer} ORDER BY pcode"), &[])
+            .expect("names")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            names,
+            ["Équateur-Nord", "Kasaï-Lac", "Lomami-Sud", "Mbéli-Forêt"],
+            "{layer}"
+        );
+    }
+    // KML attributes survive in both forms, with the features of both folders.
+    for layer in [&layers[2], &layers[5]] {
+        let names = field_names(&geo, layer);
+        for column in ["name", "description", "code", "district", "users"] {
+            assert!(names.contains(&column.to_string()), "{layer}: {names:?}");
+        }
+        let rows: Vec<(String, String, Option<i32>, String)> = geo
+            .pg
+            .client()
+            .query(
+                &format!(
+                    "SELECT code, district, users, ST_GeometryType(wkb_geometry) \
+                     FROM {layer} ORDER BY code"
+                ),
+                &[],
+            )
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let expected = [
+            ("WC-001", "Lomami-Sud", 3400, "ST_Polygon"),
+            ("WP-001", "Équateur-Nord", 850, "ST_Point"),
+            ("WP-002", "Kasaï-Lac", 1200, "ST_Point"),
+            ("WP-003", "Mbéli-Forêt", 0, "ST_Point"),
+        ]
+        .map(|(c, d, u, g)| (c.to_string(), d.to_string(), Some(u), g.to_string()));
+        assert_eq!(rows, expected, "{layer}");
+    }
+    assert!(
+        geo.leftover_files().is_empty(),
+        "{:?}",
+        geo.leftover_files()
+    );
+    assert!(geo.tables("hdx_stage").is_empty());
+}
+
+/// The four shared fixtures (real HDX files) and a KMZ, enqueued as the old API did, give CKAN
+/// exactly the contract's boxes and the fields the old ogr2ogr import produced; KML and KMZ keep
+/// their attributes. Skipped where the machine has no shared fixtures.
 #[test]
 fn fixtures_through_the_worker_reach_ckan_exactly() {
+    let Some(fixtures) = testkit::shared_fixture("geofiles") else {
+        return;
+    };
     let geo = Geo::new();
-    let kmz = make_kmz(&geo);
-    let fixtures = testkit::fixture("geofiles");
+    let kmz = make_kmz(&geo, &fixtures.join("test.kml"), "test.kmz");
     // (served name, bytes, contract box, contract field count, fields of the old import)
-    type FixtureCase<'a> = (&'a str, Vec<u8>, &'a str, usize, Vec<Value>);
+    type FixtureCase = (&'static str, Vec<u8>, &'static str, usize, Vec<Value>);
     let cases: Vec<FixtureCase> = vec![
         (
             "test.geojson",
-            fixture_bytes("test.geojson"),
+            fixture_bytes(&fixtures, "test.geojson"),
             GEOJSON_BOX,
             4,
             geo.old_fields(
@@ -441,7 +731,7 @@ fn fixtures_through_the_worker_reach_ckan_exactly() {
         ),
         (
             "test.kml",
-            fixture_bytes("test.kml"),
+            fixture_bytes(&fixtures, "test.kml"),
             KML_BOX,
             13,
             geo.old_fields(
@@ -452,7 +742,7 @@ fn fixtures_through_the_worker_reach_ckan_exactly() {
         ),
         (
             "test.shp.zip",
-            fixture_bytes("test.shp.zip"),
+            fixture_bytes(&fixtures, "test.shp.zip"),
             SHP_BOX,
             45,
             geo.old_fields(
@@ -466,7 +756,7 @@ fn fixtures_through_the_worker_reach_ckan_exactly() {
         ),
         (
             "test2.shp.zip",
-            fixture_bytes("test2.shp.zip"),
+            fixture_bytes(&fixtures, "test2.shp.zip"),
             SHP2_BOX,
             7,
             geo.old_fields(
@@ -486,44 +776,27 @@ fn fixtures_through_the_worker_reach_ckan_exactly() {
             geo.fields_of("old_kml"),
         ),
     ];
-    let _worker = geo.worker(&[]);
-    for (i, (name, bytes, ..)) in cases.iter().enumerate() {
-        let url = geo.serve_file(name, bytes.clone());
-        geo.enqueue_pickle(&geo.job_dict(&format!("fixture-{i}"), Some(&url)), 120);
-    }
-    for (i, (name, _, bbox, count, fields)) in cases.iter().enumerate() {
-        let resource_id = format!("fixture-{i}");
-        let layer = format!("pre_fixture_{i}");
-        assert_eq!(fields.len(), *count, "{name}: the old import's field count");
-        let report = geo.report(&resource_id);
-        assert_eq!(report.header("authorization"), Some(API_KEY), "{name}");
-        assert_eq!(report.header("user-agent"), Some("HDX-TEST"), "{name}");
-        assert!(report
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("application/json")));
-        let info = geo.shape_info(&resource_id);
-        assert_eq!(info, success_info(&layer, bbox, fields), "{name}");
-        assert_eq!(
-            report.json(),
-            json!({"id": resource_id, "shape_info": python_dumps(&info), "batch_mode": "KEEP_OLD"})
-        );
-        assert_eq!(
-            geo.rows(&layer).1.as_deref(),
-            Some(*bbox),
-            "{name} in PostGIS"
-        );
-    }
+    let cases: Vec<WorkerCase> = cases
+        .into_iter()
+        .map(|(name, bytes, bbox, count, fields)| {
+            assert_eq!(fields.len(), count, "{name}: the old import's field count");
+            WorkerCase {
+                name,
+                bytes,
+                bbox,
+                fields,
+                rows: None,
+            }
+        })
+        .collect();
+    let layers = through_the_worker(&geo, "fixture", &cases);
     // The downloads came from the CKAN host: they carried the key and the user agent.
     let download = &geo.files.requests_to("/test.geojson")[0];
     assert_eq!(download.header("authorization"), Some(API_KEY));
     assert_eq!(download.header("user-agent"), Some("HDX-TEST"));
     // KML attributes survive in both forms.
-    for layer in ["pre_fixture_1", "pre_fixture_4"] {
-        let names: Vec<String> = geo
-            .fields_of(layer)
-            .iter()
-            .map(|f| f["field_name"].as_str().unwrap_or("").to_string())
-            .collect();
+    for layer in [&layers[1], &layers[4]] {
+        let names = field_names(&geo, layer);
         assert!(
             names.contains(&"name".to_string()) && names.contains(&"description".to_string()),
             "{layer}: {names:?}"
@@ -559,25 +832,28 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
     let mut worker = geo.worker(&[]);
 
     // A good layer first, to be re-imported badly later.
-    let good = geo.serve_file("good.geojson", fixture_bytes("test.geojson"));
+    let good = geo.serve_file("good.geojson", sample_bytes("districts.geojson"));
     geo.enqueue_pickle(&geo.job_dict("keep", Some(&good)), 60);
     assert_eq!(geo.shape_info("keep")["state"], "success");
     let before = geo.rows("pre_keep");
-    assert_eq!(before, (1, Some(GEOJSON_BOX.to_string())));
+    assert_eq!(before, (4, Some(DISTRICTS_BOX.to_string())));
 
     // Archives.
     let traversal = geo.made("traversal.zip");
     python_zip(
         &traversal,
         &[
-            ("ok.geojson", fixture_bytes("test.geojson")),
-            ("../../evil.geojson", fixture_bytes("test.geojson")),
+            ("ok.geojson", sample_bytes("districts.geojson")),
+            ("../../evil.geojson", sample_bytes("health_sites.geojson")),
         ],
     );
     let absolute = geo.made("absolute.zip");
     python_zip(
         &absolute,
-        &[("/tmp/hdx-evil.geojson", fixture_bytes("test.geojson"))],
+        &[(
+            "/tmp/hdx-evil.geojson",
+            sample_bytes("health_sites.geojson"),
+        )],
     );
     let bomb = geo.made("bomb.zip");
     python_zip(&bomb, &[("big.geojson", vec![b' '; 40 * 1024 * 1024])]);
@@ -589,36 +865,15 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
     let many_refs: Vec<(&str, Vec<u8>)> =
         many.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     python_zip(&crowded, &many_refs);
-    let fixtures = testkit::fixture("geofiles");
-    let unpacked = geo.made("unpacked");
-    let output = Command::new("unzip")
-        .arg("-q")
-        .arg(fixtures.join("test.shp.zip"))
-        .arg("-d")
-        .arg(&unpacked)
-        .output()
-        .expect("unzip");
-    testkit::check(&output, "unzip");
-    let shp = unpacked.join("National_Natural_Disaster_Inventory.shp");
+    // The sample districts as a shapefile cut in the middle of its second polygon, zipped whole.
+    let shp = testkit::geo::shapefile(
+        &testkit::sample("geo/districts.geojson"),
+        &geo.made("unpacked"),
+        "districts",
+    );
     let full = std::fs::read(&shp).expect("shp");
-    std::fs::write(&shp, &full[..20_000]).expect("truncate");
-    let truncated = geo.made("truncated.zip");
-    let names = ["cpg", "dbf", "prj", "shp", "shx"];
-    let entries: Vec<(String, Vec<u8>)> = names
-        .iter()
-        .map(|ext| {
-            let name = format!("National_Natural_Disaster_Inventory.{ext}");
-            (
-                name.clone(),
-                std::fs::read(unpacked.join(&name)).expect("part"),
-            )
-        })
-        .collect();
-    let entry_refs: Vec<(&str, Vec<u8>)> = entries
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.clone()))
-        .collect();
-    python_zip(&truncated, &entry_refs);
+    std::fs::write(&shp, &full[..full.len() / 2]).expect("truncate");
+    let truncated = testkit::geo::zip_shapefile(&shp, &geo.made("truncated.zip"));
     let noise = |n: usize, seed: u32| -> Vec<u8> {
         (0..n as u32)
             .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
@@ -786,7 +1041,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
             url: Some({
                 geo.files.reply(
                     "/stall.geojson",
-                    Reply::bytes(fixture_bytes("test.geojson")).delay(Duration::from_secs(8)),
+                    Reply::bytes(sample_bytes("districts.geojson")).delay(Duration::from_secs(8)),
                 );
                 format!("{}/stall.geojson", geo.files.url())
             }),
@@ -800,7 +1055,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
             url: Some({
                 geo.files.reply(
                     "/slow.geojson",
-                    Reply::bytes(fixture_bytes("test.geojson"))
+                    Reply::bytes(sample_bytes("districts.geojson"))
                         .trickle(20, Duration::from_millis(200)),
                 );
                 format!("{}/slow.geojson", geo.files.url())
@@ -852,7 +1107,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
             resource_id: "no-name",
             url: Some({
                 geo.files
-                    .reply("/download", Reply::bytes(fixture_bytes("test.geojson")));
+                    .reply("/download", Reply::bytes(sample_bytes("districts.geojson")));
                 format!("{}/download", geo.files.url())
             }),
             dict: json!({}),
@@ -914,7 +1169,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
     // The redirect to another host is followed, without the key or the user agent.
     geo.elsewhere.reply(
         "/moved.geojson",
-        Reply::bytes(fixture_bytes("test.geojson")).header(
+        Reply::bytes(sample_bytes("districts.geojson")).header(
             "Content-Disposition",
             "attachment; filename=\"moved.geojson\"",
         ),
@@ -933,7 +1188,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
         ),
         60,
     );
-    assert_eq!(geo.shape_info("moved")["bounding_box"], GEOJSON_BOX);
+    assert_eq!(geo.shape_info("moved")["bounding_box"], DISTRICTS_BOX);
     let first_hop = &geo.files.requests_to("/moving.geojson")[0];
     assert_eq!(first_hop.header("authorization"), Some(API_KEY));
     let second_hop = &geo.elsewhere.requests_to("/moved.geojson")[0];
@@ -993,7 +1248,7 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
         worker.child.try_wait().expect("try_wait").is_none(),
         "worker alive"
     );
-    let again = geo.serve_file("again.geojson", fixture_bytes("test.geojson"));
+    let again = geo.serve_file("again.geojson", sample_bytes("health_sites.geojson"));
     geo.enqueue_pickle(&geo.job_dict("after", Some(&again)), 60);
     assert_eq!(geo.shape_info("after")["state"], "success");
 
@@ -1038,7 +1293,7 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
     };
     let crash = write_script("crash.sh", "cat >/dev/null; kill -ABRT $$");
     let hang = write_script("hang.sh", "exec sleep 600");
-    let url = geo.serve_file("test.geojson", fixture_bytes("test.geojson"));
+    let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
 
     let mut crashing = geo.worker(&[("HDX_GEO_IMPORT_PROGRAM", crash.to_str().expect("utf-8"))]);
     geo.enqueue_pickle(&geo.job_dict("crash-1", Some(&url)), 60);
@@ -1100,7 +1355,7 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
 #[test]
 fn database_details_never_reach_ckan_and_missing_settings_fail_the_job() {
     let geo = Geo::new();
-    let url = geo.serve_file("test.geojson", fixture_bytes("test.geojson"));
+    let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
     let unreachable = "host=gis-secret-host.invalid port=5432 user=secret_user \
                        password=hunter2-secret dbname=gis connect_timeout=2";
     let local_socket = format!(
@@ -1148,19 +1403,36 @@ fn database_details_never_reach_ckan_and_missing_settings_fail_the_job() {
         .iter()
         .all(|r| r.json()["id"] != "no-key"));
     assert!(
-        geo.files.requests_to("/test.geojson").is_empty(),
+        geo.files.requests_to("/districts.geojson").is_empty(),
         "nothing is downloaded when the database or the settings are wrong"
     );
     drop(worker);
 }
 
-/// `hdx-jobs geopreview import` runs the same pipeline locally: same boxes and fields, the
-/// shape_info JSON on stdout, exit 0 on success and 1 on failure; `delete` and `cleanup`.
+/// `hdx-jobs geopreview import <path> --resource-id <id>`: checks the exit status and that
+/// stdout is the shape_info, written like `json.dumps`; returns it.
+fn cli_import(geo: &Geo, what: &str, path: &Path, resource_id: &str) -> Value {
+    let output = run(geo
+        .command()
+        .args(["geopreview", "import"])
+        .arg(path)
+        .args(["--resource-id", resource_id, "--dataset-id", "ds"]));
+    testkit::check(&output, what);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let info: Value = serde_json::from_str(stdout.trim()).expect("shape_info on stdout");
+    assert_eq!(stdout.trim(), python_dumps(&info), "{what}");
+    info
+}
+
+/// The shared fixtures (real HDX files) and a KMZ through `hdx-jobs geopreview import`: the
+/// contract's boxes and field counts. Skipped where the machine has no shared fixtures.
 #[test]
-fn the_cli_imports_deletes_and_cleans_up() {
+fn the_cli_imports_the_shared_fixtures_with_the_contract_results() {
+    let Some(fixtures) = testkit::shared_fixture("geofiles") else {
+        return;
+    };
     let geo = Geo::new();
-    let kmz = make_kmz(&geo);
-    let fixtures = testkit::fixture("geofiles");
+    let kmz = make_kmz(&geo, &fixtures.join("test.kml"), "test.kmz");
     let cases = [
         (
             "test.geojson",
@@ -1174,16 +1446,8 @@ fn the_cli_imports_deletes_and_cleans_up() {
         ("test.kmz", kmz, KML_BOX, 13),
     ];
     for (i, (name, path, bbox, count)) in cases.iter().enumerate() {
-        let output = run(geo
-            .command()
-            .args(["geopreview", "import"])
-            .arg(path)
-            .args(["--resource-id", &format!("cli-{i}"), "--dataset-id", "ds"]));
-        testkit::check(&output, name);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let info: Value = serde_json::from_str(stdout.trim()).expect("shape_info on stdout");
-        assert_eq!(stdout.trim(), python_dumps(&info));
-        let layer = format!("pre_cli_{i}");
+        let info = cli_import(&geo, name, path, &format!("cli-fixture-{i}"));
+        let layer = format!("pre_cli_fixture_{i}");
         assert_eq!(
             info,
             success_info(&layer, bbox, &geo.fields_of(&layer)),
@@ -1193,6 +1457,74 @@ fn the_cli_imports_deletes_and_cleans_up() {
             info["layer_fields"].as_array().map(Vec::len),
             Some(*count),
             "{name}"
+        );
+        assert_eq!(geo.rows(&layer).1.as_deref(), Some(*bbox), "{name}");
+    }
+    assert!(
+        geo.leftover_files().is_empty(),
+        "{:?}",
+        geo.leftover_files()
+    );
+}
+
+/// `hdx-jobs geopreview import` runs the same pipeline locally: the samples' known boxes,
+/// fields and rows, the shape_info JSON on stdout, exit 0 on success and 1 on failure;
+/// `delete` and `cleanup`.
+#[test]
+fn the_cli_imports_deletes_and_cleans_up() {
+    let geo = Geo::new();
+    let kml = testkit::sample("geo/water_points.kml");
+    let kmz = make_kmz(&geo, &kml, "water_points.kmz");
+    let cases = [
+        (
+            "districts.geojson",
+            testkit::sample("geo/districts.geojson"),
+            DISTRICTS_BOX,
+            DISTRICTS_FIELDS,
+            4,
+        ),
+        (
+            "water_points.kml",
+            kml,
+            WATER_POINTS_BOX,
+            WATER_POINTS_FIELDS,
+            4,
+        ),
+        (
+            "districts.shp.zip",
+            sample_shapefile_zip(&geo, "districts"),
+            DISTRICTS_BOX,
+            DISTRICTS_SHP_FIELDS,
+            4,
+        ),
+        (
+            "rivers.shp.zip",
+            sample_shapefile_zip(&geo, "rivers"),
+            RIVERS_BOX,
+            RIVERS_SHP_FIELDS,
+            3,
+        ),
+        (
+            "water_points.kmz",
+            kmz,
+            WATER_POINTS_BOX,
+            WATER_POINTS_FIELDS,
+            4,
+        ),
+    ];
+    for (i, (name, path, bbox, expected_fields, rows)) in cases.iter().enumerate() {
+        let info = cli_import(&geo, name, path, &format!("cli-{i}"));
+        let layer = format!("pre_cli_{i}");
+        assert_eq!(
+            info,
+            success_info(&layer, bbox, &fields(expected_fields)),
+            "{name}"
+        );
+        assert_eq!(geo.fields_of(&layer), fields(expected_fields), "{name}");
+        assert_eq!(
+            geo.rows(&layer),
+            (*rows, Some(bbox.to_string())),
+            "{name} in PostGIS"
         );
     }
 
@@ -1220,7 +1552,7 @@ fn the_cli_imports_deletes_and_cleans_up() {
     );
 
     // From a URL, with --db-url instead of HDX_GISDB_URL.
-    let url = geo.serve_file("by-url.geojson", fixture_bytes("test.geojson"));
+    let url = geo.serve_file("by-url.geojson", sample_bytes("districts.geojson"));
     let output = run(geo
         .command()
         .env_remove("HDX_GISDB_URL")
@@ -1235,7 +1567,7 @@ fn the_cli_imports_deletes_and_cleans_up() {
         .arg(geo.pg.conn_string()));
     testkit::check(&output, "import by URL");
     let info: Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(info["bounding_box"], GEOJSON_BOX);
+    assert_eq!(info["bounding_box"], DISTRICTS_BOX);
 
     // A failure: exit 1, the failure shape_info, nothing left behind.
     let broken = geo.made("broken.geojson");
@@ -1310,7 +1642,7 @@ fn the_cli_imports_deletes_and_cleans_up() {
 #[test]
 fn add_layer_on_the_real_server_ends_in_a_ckan_report() {
     let geo = Geo::new();
-    let url = geo.serve_file("test.geojson", fixture_bytes("test.geojson"));
+    let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
     let env: HashMap<String, String> = geo.env().into_iter().collect();
     let config =
         hdx_jobs_server::ServerConfig::from_lookup(|k| env.get(k).cloned()).expect("config");
@@ -1362,13 +1694,14 @@ fn add_layer_on_the_real_server_ends_in_a_ckan_report() {
     let info = geo.shape_info("res-e2e");
     assert_eq!(
         info,
-        success_info("pre_res_e2e", GEOJSON_BOX, &geo.fields_of("pre_res_e2e"))
+        success_info("pre_res_e2e", DISTRICTS_BOX, &fields(DISTRICTS_FIELDS))
     );
-    assert_eq!(geo.fields_of("pre_res_e2e").len(), 4);
+    assert_eq!(geo.fields_of("pre_res_e2e"), fields(DISTRICTS_FIELDS));
 
     // The new layer is served as tiles at once, and a re-import with other data changes them
     // right after (the import's swap tells the server), with no restart.
-    let tile = testkit::geo::tile_of(4.35, 50.5, 6);
+    // A tile of the west of the districts (Équateur-Nord and Mbéli-Forêt).
+    let tile = testkit::geo::tile_of(22.0, -2.5, 6);
     let tile_url = format!(
         "{server}/tiles/pre_res_e2e/{}/{}/{}.pbf",
         tile.0, tile.1, tile.2
@@ -1388,10 +1721,15 @@ fn add_layer_on_the_real_server_ends_in_a_ckan_report() {
     };
     let (status, first) = fetch(&tile_url);
     assert_eq!(status, 200);
-    assert!(!testkit::geo::decode_mvt(&first, tile).is_empty());
+    let mut names: Vec<String> = testkit::geo::decode_mvt(&first, tile)
+        .iter()
+        .map(|f| f["properties"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Mbéli-Forêt", "Équateur-Nord"]);
     let replacement = json!({"type": "FeatureCollection", "features": [{"type": "Feature",
         "properties": {"label": "replacement"},
-        "geometry": {"type": "Polygon", "coordinates": [[[4.0, 50.0], [5.0, 50.0], [5.0, 51.0], [4.0, 51.0], [4.0, 50.0]]]}}]});
+        "geometry": {"type": "Polygon", "coordinates": [[[21.0, -3.5], [23.0, -3.5], [23.0, -1.5], [21.0, -1.5], [21.0, -3.5]]]}}]});
     let url = geo.serve_file("replacement.geojson", replacement.to_string().into_bytes());
     let reports_before = geo.ckan.requests_to(REPORT_PATH).len();
     agent

@@ -291,14 +291,10 @@ fn tilejson_describes_the_layer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The shared shapefile fixture, when present (it always is in CI).
+/// The shared shapefile fixture, when this machine has it.
 #[test]
 fn the_shapefile_fixture_serves_tiles_over_its_extent() {
-    let Some(zip) =
-        Some(testkit::workspace_root().join("../shared/fixtures/geofiles/test.shp.zip"))
-            .filter(|p| p.exists())
-    else {
-        eprintln!("../shared/fixtures is absent: skipping the shapefile fixture");
+    let Some(zip) = testkit::shared_fixture("geofiles/test.shp.zip") else {
         return;
     };
     let server = TestServer::start(&[]);

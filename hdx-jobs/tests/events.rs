@@ -1,6 +1,8 @@
-//! Change events against the shared CKAN fixtures, real Redis and the real Python rq: what the
-//! detector finds, what a job enqueued like the old API did pushes, what a Python consumer reads
-//! from the stream, and that Redis failures during the push never lose or duplicate events.
+//! Change events against the project's CKAN sample pair (`samples/ckan`), real Redis and the real
+//! Python rq: what the detector finds, what a job enqueued like the old API did pushes, what a
+//! Python consumer reads from the stream, and that Redis failures during the push never lose or
+//! duplicate events. The shared fixture pair's known result is checked too where the machine
+//! has the shared fixtures.
 
 mod common;
 
@@ -24,10 +26,32 @@ use testkit::{redis, PrivateRedis, TestRedis};
 const WAIT: Duration = Duration::from_secs(30);
 const STREAM: &str = "hdx_event_stream";
 
-fn fixture(name: &str) -> Value {
-    let path = testkit::shared_fixture(&format!("ckan/{name}"));
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture")).expect("JSON")
+fn read_json(path: &std::path::Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
+
+/// A dataset dict of the project's sample pair (`samples/ckan/<name>`).
+fn sample(name: &str) -> Value {
+    read_json(&testkit::sample(&format!("ckan/{name}")))
+}
+
+/// The sample pair: (old, new).
+fn sample_pair() -> (Value, Value) {
+    (sample("dataset_old.json"), sample("dataset_new.json"))
+}
+
+/// The shared fixture pair (real HDX dicts), when this machine has it.
+fn shared_pair() -> Option<(Value, Value)> {
+    let old = testkit::shared_fixture("ckan/dataset_old.json")?;
+    let new = testkit::shared_fixture("ckan/dataset_new.json")?;
+    Some((read_json(&old), read_json(&new)))
+}
+
+/// How many events the sample pair gives (checked one by one in
+/// `the_sample_pair_gives_exactly_its_nine_events`).
+const SAMPLE_EVENTS: usize = 9;
 
 fn detect(old: &Value, new: &Value) -> Vec<Value> {
     detect_changes(&json!("alexg"), old, new, &event_time_now())
@@ -138,9 +162,298 @@ fn python_reads(url: &str, count: usize) -> Vec<Value> {
         .collect()
 }
 
+const SAMPLE_ID: &str = "4f6c2a1e-9d3b-4c7a-b8e2-1a5d7c3f9e60";
+const CSV_ID: &str = "0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e";
+const GEOJSON_ID: &str = "6e5d4c3b-2a19-4f8e-9d7c-6b5a4f3e2d1c";
+const XLSX_ID: &str = "a7b8c9d0-e1f2-4a3b-8c4d-5e6f7a8b9c0d";
+const SHP_ID: &str = "d3c2b1a0-9f8e-4d7c-a6b5-c4d3e2f1a0b9";
+
+/// A download URL of the sample dataset.
+fn sample_url(resource_id: &str, file: &str) -> String {
+    format!("https://hdx.example.org/dataset/{SAMPLE_ID}/resource/{resource_id}/download/{file}")
+}
+
+/// A scalar change whose display values are the values themselves.
+fn plain(field: &str, old: Value, new: Value) -> Value {
+    shown(field, old.clone(), old, new.clone(), new)
+}
+
+/// A scalar change with its display values.
+fn shown(field: &str, old: Value, old_shown: Value, new: Value, new_shown: Value) -> Value {
+    json!({"field": field, "new_value": new, "new_display_value": new_shown,
+           "old_value": old, "old_display_value": old_shown})
+}
+
+/// An event of the sample pair (without `event_time`): the run's fields, plus the resource's
+/// and the sheet's when given.
+fn sample_event(
+    event_type: &str,
+    changed_fields: Value,
+    resource: Option<(&str, &str)>,
+    sheet: Option<&str>,
+) -> Value {
+    let mut event = json!({
+        "event_type": event_type, "event_source": "ckan", "initiator_user_name": "alexg",
+        "dataset_name": "norvale-water-points",
+        "dataset_title": "Norvale Province: Community Water Points", "dataset_id": SAMPLE_ID,
+        "changed_fields": changed_fields, "org_id": "b2e7d4c1-6a3f-4e8b-9c05-7f1a2d3e4b5c",
+        "org_name": "fictional-relief-network", "org_title": "Fictional Relief Network"
+    });
+    if let Some((name, id)) = resource {
+        event["resource_name"] = json!(name);
+        event["resource_id"] = json!(id);
+    }
+    if let Some(sheet) = sheet {
+        event["sheet_id"] = json!(sheet);
+    }
+    event
+}
+
+/// The sample pair (samples/README.md, "CKAN dataset pair") gives exactly these events, in this
+/// order, with these fields, values and display values: every event type of an edit. What the
+/// pair also changes gives nothing: a formatting-only edit of `caveats` (Markdown), a tag
+/// outside HDX's vocabulary, and untracked fields (sizes, timestamps, licence title and URL).
+#[test]
+fn the_sample_pair_gives_exactly_its_nine_events() {
+    let (old, new) = sample_pair();
+    let events = detect(&old, &new);
+    assert_eq!(
+        types(&events),
+        [
+            "dataset-metadata-changed",
+            "resource-deleted",
+            "resource-created",
+            "resource-data-changed",
+            "resource-data-changed",
+            "resource-metadata-changed",
+            "spreadsheet-sheet-created",
+            "spreadsheet-sheet-deleted",
+            "spreadsheet-sheet-changed"
+        ]
+    );
+    assert_eq!(events.len(), SAMPLE_EVENTS);
+    let notes_before = "Locations and operational status of community water points (hand pumps, \
+        boreholes and tap stands) in Norvale Province, collected by the field teams of the \
+        Fictional Relief Network. Each row is one water point with its coordinates, type, \
+        functionality and the date of the last visit.";
+    let notes_after = format!(
+        "{notes_before} Since July 2024 the survey also records the repairs made at each point."
+    );
+    let csv = ("norvale-water-points.csv", CSV_ID);
+    let xlsx = ("norvale-water-point-survey-2024.xlsx", XLSX_ID);
+    let expected = vec![
+        sample_event(
+            "dataset-metadata-changed",
+            json!([
+                plain("notes", json!(notes_before), json!(notes_after)),
+                shown(
+                    "dataset_date",
+                    json!("[2024-01-01T00:00:00 TO 2024-06-30T23:59:59]"),
+                    json!("January 01, 2024 to June 30, 2024"),
+                    json!("[2024-01-01T00:00:00 TO *]"),
+                    json!("January 01, 2024 to *")
+                ),
+                shown(
+                    "data_update_frequency",
+                    json!("30"),
+                    json!("Every month"),
+                    json!("90"),
+                    json!("Every three months")
+                ),
+                shown(
+                    "license_id",
+                    json!("cc-by"),
+                    json!("Creative Commons Attribution International"),
+                    json!("cc-by-igo"),
+                    json!("Creative Commons Attribution for Intergovernmental Organisations")
+                ),
+                {"field": "groups", "added_items": ["mrw"], "removed_items": ["srv"]},
+                {"field": "tags", "added_items": ["drought"],
+                 "removed_items": ["facilities-infrastructure"]}
+            ]),
+            None,
+            None,
+        ),
+        sample_event(
+            "resource-deleted",
+            json!([
+                plain("name", json!("norvale-water-points.geojson"), json!(null)),
+                plain("format", json!("GeoJSON"), json!(null)),
+                plain(
+                    "description",
+                    json!("The same water points as GeoJSON points (WGS 84)."),
+                    json!("")
+                ),
+                shown(
+                    "microdata",
+                    json!(false),
+                    json!("does not contain microdata"),
+                    json!(null),
+                    json!("does not contain microdata")
+                ),
+                plain("resource_type", json!("file.upload"), json!(null)),
+                plain(
+                    "url",
+                    json!(sample_url(GEOJSON_ID, "norvale-water-points.geojson")),
+                    json!(null)
+                )
+            ]),
+            Some(("norvale-water-points.geojson", GEOJSON_ID)),
+            None,
+        ),
+        sample_event(
+            "resource-created",
+            json!([
+                plain("name", json!(null), json!("norvale-water-points-shp.zip")),
+                plain("format", json!(null), json!("SHP")),
+                plain(
+                    "description",
+                    json!(""),
+                    json!(
+                        "The water points as a zipped shapefile (points, WGS 84), replacing \
+                         the GeoJSON."
+                    )
+                ),
+                shown(
+                    "microdata",
+                    json!(null),
+                    json!("does not contain microdata"),
+                    json!(false),
+                    json!("does not contain microdata")
+                ),
+                plain("resource_type", json!(null), json!("file.upload")),
+                plain(
+                    "url",
+                    json!(null),
+                    json!(sample_url(SHP_ID, "norvale-water-points-shp.zip"))
+                )
+            ]),
+            Some(("norvale-water-points-shp.zip", SHP_ID)),
+            None,
+        ),
+        sample_event(
+            "resource-data-changed",
+            json!([plain(
+                "last_modified",
+                json!("2024-06-30T18:02:11.402913"),
+                json!("2024-09-30T17:45:03.118204")
+            )]),
+            Some(csv),
+            None,
+        ),
+        sample_event(
+            "resource-data-changed",
+            json!([plain(
+                "last_modified",
+                json!("2024-06-30T18:05:12.887415"),
+                json!("2024-09-30T17:46:55.061733")
+            )]),
+            Some(xlsx),
+            None,
+        ),
+        sample_event(
+            "resource-metadata-changed",
+            json!([
+                plain(
+                    "name",
+                    json!("norvale-water-point-survey-2024-h1.xlsx"),
+                    json!("norvale-water-point-survey-2024.xlsx")
+                ),
+                plain(
+                    "description",
+                    json!(
+                        "Survey workbook for the first half of 2024: the Water points sheet \
+                         and a Read me sheet."
+                    ),
+                    json!(
+                        "Survey workbook for 2024, updated every quarter: the Water points \
+                         sheet and the Repairs Q3 sheet."
+                    )
+                ),
+                plain(
+                    "url",
+                    json!(sample_url(
+                        XLSX_ID,
+                        "norvale-water-point-survey-2024-h1.xlsx"
+                    )),
+                    json!(sample_url(XLSX_ID, "norvale-water-point-survey-2024.xlsx"))
+                )
+            ]),
+            Some(xlsx),
+            None,
+        ),
+        sample_event(
+            "spreadsheet-sheet-created",
+            Value::Null,
+            Some(xlsx),
+            Some("Repairs Q3"),
+        ),
+        sample_event(
+            "spreadsheet-sheet-deleted",
+            Value::Null,
+            Some(xlsx),
+            Some("Read me"),
+        ),
+        sample_event(
+            "spreadsheet-sheet-changed",
+            json!([
+                plain("nrows", json!(412), json!(538)),
+                plain("ncols", json!(9), json!(10)),
+                plain(
+                    "header_hash",
+                    json!("3f1c9a7e5b2d4c6a8e0f1a2b3c4d5e6f"),
+                    json!("b4e2d8f6a0c1e3b5d7f9a2c4e6b8d0f1")
+                ),
+                plain(
+                    "hashtag_hash",
+                    json!("9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"),
+                    json!("2e4c6a8b0d1f3e5a7c9b1d3f5a7c9e0b")
+                )
+            ]),
+            Some(xlsx),
+            Some("Water points"),
+        ),
+    ];
+    let events = without_time(&events);
+    assert_eq!(events.len(), expected.len());
+    for (i, (got, want)) in events.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "event {i} ({})", want["event_type"]);
+    }
+    // The same pair the other way round undoes it: the dataset's changes swap sides, the created
+    // and deleted resources swap, and the sheets' history (only the new dict's is read) gives
+    // no sheet events.
+    let back = detect(&new, &old);
+    assert_eq!(
+        types(&back),
+        [
+            "dataset-metadata-changed",
+            "resource-deleted",
+            "resource-created",
+            "resource-data-changed",
+            "resource-data-changed",
+            "resource-metadata-changed"
+        ]
+    );
+    assert_eq!(
+        back[0]["changed_fields"][4],
+        json!({"field": "groups", "added_items": ["srv"], "removed_items": ["mrw"]})
+    );
+    assert_eq!(back[1]["resource_id"], SHP_ID);
+    assert_eq!(back[2]["resource_id"], GEOJSON_ID);
+    assert!(
+        detect(&new, &new).is_empty(),
+        "a dict against itself: nothing"
+    );
+}
+
+/// The shared fixture pair (real HDX dicts) gives the five events the old service gave, where the
+/// machine has the shared fixtures.
 #[test]
 fn the_fixture_pair_gives_exactly_the_five_events() {
-    let events = detect(&fixture("dataset_old.json"), &fixture("dataset_new.json"));
+    let Some((old, new)) = shared_pair() else {
+        return;
+    };
+    let events = detect(&old, &new);
     assert_eq!(
         types(&events),
         [
@@ -196,14 +509,23 @@ fn the_fixture_pair_gives_exactly_the_five_events() {
         assert_eq!(event["initiator_user_name"], "alexg");
         assert_eq!(event["event_source"], "ckan");
     }
+    assert_eq!(
+        types(&detect(&json!({}), &new)),
+        ["dataset-created", "resource-created", "resource-created"]
+    );
 }
 
 #[test]
-fn a_new_dataset_gives_three_events() {
-    let events = detect(&json!({}), &fixture("dataset_new.json"));
+fn a_new_dataset_gives_a_created_event_and_one_per_resource() {
+    let events = detect(&json!({}), &sample("dataset_new.json"));
     assert_eq!(
         types(&events),
-        ["dataset-created", "resource-created", "resource-created"]
+        [
+            "dataset-created",
+            "resource-created",
+            "resource-created",
+            "resource-created"
+        ]
     );
     let created = fields(&events[0]);
     for field in ["name", "title", "notes", "owner_org", "groups", "tags"] {
@@ -212,11 +534,32 @@ fn a_new_dataset_gives_three_events() {
             "{field} in {created:?}"
         );
     }
+    let list = |name: &str| {
+        events[0]["changed_fields"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|f| f["field"] == name)
+            .cloned()
+            .expect("present")
+    };
+    assert_eq!(
+        list("groups"),
+        json!({"field": "groups", "added_items": ["eld", "mrw"], "removed_items": []})
+    );
+    assert_eq!(
+        list("tags"),
+        json!({"field": "tags", "removed_items": [],
+               "added_items": ["water sanitation and hygiene-wash", "hxl", "drought"]}),
+        "only tags of HDX's vocabulary"
+    );
+    let resources: Vec<&Value> = events[1..].iter().map(|e| &e["resource_id"]).collect();
+    assert_eq!(resources, [CSV_ID, XLSX_ID, SHP_ID]);
 }
 
 #[test]
 fn a_showcase_gives_none() {
-    let mut showcase = fixture("dataset_new.json");
+    let mut showcase = sample("dataset_new.json");
     showcase["type"] = json!("showcase");
     assert!(detect(&json!({}), &showcase).is_empty());
     let mut old = showcase.clone();
@@ -226,7 +569,7 @@ fn a_showcase_gives_none() {
 
 #[test]
 fn a_markdown_formatting_only_change_of_notes_gives_none() {
-    let mut old = fixture("dataset_new.json");
+    let mut old = sample("dataset_new.json");
     let mut new = old.clone();
     old["notes"] =
         json!("This is a test dataset with **bold** and _italic_ text.\n\nSecond paragraph.");
@@ -237,7 +580,7 @@ fn a_markdown_formatting_only_change_of_notes_gives_none() {
 
 #[test]
 fn display_values_as_the_contract_lists() {
-    let old = fixture("dataset_new.json");
+    let old = sample("dataset_new.json");
     let mut new = old.clone();
     new["organization"]["id"] = json!("org-2");
     new["organization"]["title"] = json!("Second Org");
@@ -271,20 +614,24 @@ fn display_values_as_the_contract_lists() {
                 json!("subnational"),
                 json!("not subnational")
             ),
-            ("owner_org".into(), json!("INNAGO"), json!("Second Org")),
+            (
+                "owner_org".into(),
+                json!("Fictional Relief Network"),
+                json!("Second Org")
+            ),
             (
                 "dataset_date".into(),
-                json!("March 03, 2022 to *"),
+                json!("January 01, 2024 to *"),
                 json!("March 03, 2022 to March 10, 2022")
             ),
             (
                 "data_update_frequency".into(),
-                json!("60"),
+                json!("Every three months"),
                 json!("Every week")
             ),
             (
                 "license_id".into(),
-                json!("Creative Commons Attribution International"),
+                json!("Creative Commons Attribution for Intergovernmental Organisations"),
                 json!("Multiple Licenses")
             ),
         ]
@@ -306,7 +653,7 @@ fn sheet_events_come_from_a_changed_fs_check_info() {
         |sheets: Value| json!({"state": "success", "hxl_proxy_response": {"sheets": sheets}});
     let older = check(json!([sheet("Sheet1", 10), sheet("Removed", 2)]));
     let newer = check(json!([sheet("Sheet1", 12), sheet("Added", 5)]));
-    let mut old = fixture("dataset_new.json");
+    let mut old = sample("dataset_new.json");
     old["resources"][0]["fs_check_info"] = json!(json!([older]).to_string());
     let mut new = old.clone();
     new["resources"][0]["fs_check_info"] = json!(json!([older, newer]).to_string());
@@ -325,7 +672,7 @@ fn sheet_events_come_from_a_changed_fs_check_info() {
         [&json!("Added"), &json!("Removed"), &json!("Sheet1")]
     );
     assert_eq!(events[0]["changed_fields"], Value::Null);
-    assert_eq!(events[2]["resource_name"], "test2.csv");
+    assert_eq!(events[2]["resource_name"], "norvale-water-points.csv");
     assert_eq!(fields(&events[2]), ["nrows"]);
 }
 
@@ -335,7 +682,7 @@ fn sheet_events_come_from_a_changed_fs_check_info() {
 async fn a_pickled_job_pushes_events_python_consumers_read() {
     let queue = TestRedis::new();
     let stream = TestRedis::new();
-    let (old, new) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
+    let (old, new) = sample_pair();
     let id = enqueue_like_the_old_api(queue.url(), &job_args(&old, &new), &[]);
 
     let options = WorkerOptions {
@@ -350,12 +697,12 @@ async fn a_pickled_job_pushes_events_python_consumers_read() {
     let job = testkit::rq_peer_json(queue.url(), &["fetch", &id, "--serializer", "pickle"]);
     assert_eq!(job["status"], "finished", "{job}");
     let returned = job["return_value"].as_array().expect("events returned");
-    assert_eq!(returned.len(), 5);
+    assert_eq!(returned.len(), SAMPLE_EVENTS);
 
-    let read = python_reads(stream.url(), 5);
+    let read = python_reads(stream.url(), SAMPLE_EVENTS);
     assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
     assert_eq!(without_time(&read), without_time(returned));
-    assert_eq!(xlen(stream.url()), 5);
+    assert_eq!(xlen(stream.url()), SAMPLE_EVENTS as u64);
     // The wire format of hdx-redis-lib: fields event_type then body.
     let entries: Vec<(String, Vec<String>)> =
         stream.query(redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+"));
@@ -373,7 +720,16 @@ async fn a_pickled_job_pushes_events_python_consumers_read() {
         })
         .collect();
     assert_eq!(types_and_bodies[0].0, "dataset-metadata-changed");
-    assert_eq!(types_and_bodies[0].1, read[0]);
+    let expected: Vec<(String, Value)> = read
+        .iter()
+        .map(|body| {
+            (
+                body["event_type"].as_str().expect("type").to_string(),
+                body.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(types_and_bodies, expected);
 }
 
 /// A job that runs again under the same id (RQ's retries, a requeue) appends nothing more.
@@ -381,7 +737,8 @@ async fn a_pickled_job_pushes_events_python_consumers_read() {
 async fn a_rerun_of_the_same_job_appends_nothing_twice() {
     let queue = TestRedis::new();
     let stream = TestRedis::new();
-    let args = job_args(&fixture("dataset_old.json"), &fixture("dataset_new.json"));
+    let (old, new) = sample_pair();
+    let args = job_args(&old, &new);
     let bus = bus(stream.url());
     for _ in 0..2 {
         enqueue_like_the_old_api(queue.url(), &args, &["--id", "same-job"]);
@@ -393,7 +750,7 @@ async fn a_rerun_of_the_same_job_appends_nothing_twice() {
             .join()
             .await;
         assert_eq!(report.succeeded, 1);
-        assert_eq!(xlen(stream.url()), 5);
+        assert_eq!(xlen(stream.url()), SAMPLE_EVENTS as u64);
     }
     // A different job with the same dicts is a different run.
     enqueue_like_the_old_api(queue.url(), &args, &[]);
@@ -404,7 +761,7 @@ async fn a_rerun_of_the_same_job_appends_nothing_twice() {
     start_worker(&client(&queue), registry(bus), options)
         .join()
         .await;
-    assert_eq!(xlen(stream.url()), 10);
+    assert_eq!(xlen(stream.url()), 2 * SAMPLE_EVENTS as u64);
 }
 
 /// The stream Redis is down when the job runs: the job fails as retryable (after its in-task
@@ -413,7 +770,7 @@ async fn a_rerun_of_the_same_job_appends_nothing_twice() {
 async fn a_stream_outage_makes_the_job_retry_without_duplicates() {
     let queue = TestRedis::new();
     let mut stream = PrivateRedis::start();
-    let (old, new) = (fixture("dataset_old.json"), fixture("dataset_new.json"));
+    let (old, new) = sample_pair();
     stream.stop();
 
     let id = enqueue_like_the_old_api(
@@ -432,8 +789,8 @@ async fn a_stream_outage_makes_the_job_retry_without_duplicates() {
     stream.restart();
     wait_status(&queue, &id, "finished", WAIT).await;
     worker.stop().await;
-    assert_eq!(xlen(&stream.url()), 5);
-    let read = python_reads(&stream.url(), 5);
+    assert_eq!(xlen(&stream.url()), SAMPLE_EVENTS as u64);
+    let read = python_reads(&stream.url(), SAMPLE_EVENTS);
     assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
 }
 
@@ -514,13 +871,9 @@ async fn a_push_whose_reply_was_lost_is_not_appended_again() {
         .to_string();
     let cutter = ReplyCutter::start(&upstream);
     let bus = bus(&format!("redis://127.0.0.1:{}/{}", cutter.port, stream.db));
-    let events = detect_changes(
-        &json!("alexg"),
-        &fixture("dataset_old.json"),
-        &fixture("dataset_new.json"),
-        &event_time_now(),
-    )
-    .expect("detect");
+    let (old, new) = sample_pair();
+    let events = detect_changes(&json!("alexg"), &old, &new, &event_time_now()).expect("detect");
+    assert_eq!(events.len(), SAMPLE_EVENTS);
 
     let outcome = bus.push("job-1", &events).await.expect("push");
     assert_eq!(
@@ -532,7 +885,7 @@ async fn a_push_whose_reply_was_lost_is_not_appended_again() {
         !outcome.appended,
         "the retry found the first attempt's events in place"
     );
-    assert_eq!(xlen(stream.url()), 5);
+    assert_eq!(xlen(stream.url()), SAMPLE_EVENTS as u64);
     let ids: Vec<String> = {
         let reply: redis::streams::StreamRangeReply =
             stream.query(redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+"));
@@ -541,9 +894,9 @@ async fn a_push_whose_reply_was_lost_is_not_appended_again() {
     assert_eq!(outcome.ids, ids);
     let again = bus.push("job-1", &events).await.expect("push");
     assert!(!again.appended);
-    assert_eq!(xlen(stream.url()), 5);
+    assert_eq!(xlen(stream.url()), SAMPLE_EVENTS as u64);
     assert!(bus.push("job-2", &events).await.expect("push").appended);
-    assert_eq!(xlen(stream.url()), 10);
+    assert_eq!(xlen(stream.url()), 2 * SAMPLE_EVENTS as u64);
 }
 
 /// A handler that records events and fails while `failing` is set.
@@ -583,13 +936,10 @@ fn consumer(url: &str, name: &str, claim_idle: Duration) -> Consumer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_library_delivers_at_least_once() {
     let stream = TestRedis::new();
-    let events = detect_changes(
-        &json!("alexg"),
-        &fixture("dataset_old.json"),
-        &fixture("dataset_new.json"),
-        &event_time_now(),
-    )
-    .expect("detect");
+    let (old, new) = sample_pair();
+    let events = detect_changes(&json!("alexg"), &old, &new, &event_time_now()).expect("detect");
+    let n = events.len();
+    assert_eq!(n, SAMPLE_EVENTS);
     bus(stream.url()).push("job", &events).await.expect("push");
     let _: String = stream.query(
         redis::cmd("XADD")
@@ -613,13 +963,16 @@ async fn the_consumer_library_delivers_at_least_once() {
         let (down, stop) = (down.clone(), stop.clone());
         tokio::spawn(async move { first.run(down.as_ref(), stop).await })
     };
-    testkit::eventually_async("five failed deliveries", WAIT, || {
-        (down.seen.lock().expect("seen").len() >= 5).then_some(())
+    testkit::eventually_async("every event delivered and failed", WAIT, || {
+        (down.seen.lock().expect("seen").len() >= n).then_some(())
     })
     .await;
     stop.cancel();
     let stats = run.await.expect("join");
-    assert_eq!((stats.handled, stats.failed, stats.dropped), (0, 5, 1));
+    assert_eq!(
+        (stats.handled, stats.failed, stats.dropped),
+        (0, n as u64, 1)
+    );
 
     // Same name again, with a long claim idle: its own pending events come back at once.
     let up = Arc::new(Recorder {
@@ -633,12 +986,12 @@ async fn the_consumer_library_delivers_at_least_once() {
         tokio::spawn(async move { second.run(up.as_ref(), stop).await })
     };
     testkit::eventually_async("the pending events handled", WAIT, || {
-        (up.seen.lock().expect("seen").len() >= 5).then_some(())
+        (up.seen.lock().expect("seen").len() >= n).then_some(())
     })
     .await;
     stop.cancel();
     let stats = run.await.expect("join");
-    assert_eq!(stats.handled, 5);
+    assert_eq!(stats.handled, n as u64);
     assert_eq!(*up.seen.lock().expect("seen"), expected);
     let (pending, _, _, _): (u64, Option<String>, Option<String>, redis::Value) =
         stream.query(redis::cmd("XPENDING").arg(STREAM).arg("default_group"));

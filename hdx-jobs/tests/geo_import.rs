@@ -1,6 +1,7 @@
 //! The GDAL import and the database steps of geopreview, against real GDAL and PostGIS: each
 //! repair rule exercised by a file that needs it (made here with ogr2ogr), degraded imports
-//! refused, staging tables swapped in with tidy names, leftovers swept. The whole pipeline
+//! refused, staging tables swapped in with tidy names, leftovers swept; and the project's
+//! samples (`samples/geo/`) give their known results (samples/README.md). The whole pipeline
 //! (child process, worker, CKAN) is tested in hdx-jobs-cli/tests/geopreview.rs, where the
 //! `hdx-jobs` binary exists.
 
@@ -82,6 +83,81 @@ fn multipart_shapefile(dir: &Path, name: &str, geojson: &str) -> PathBuf {
         source.to_str().expect("utf-8"),
     ]);
     shp
+}
+
+/// The samples' known results (samples/README.md, "Geo samples").
+const DISTRICTS_BOX: &str = "BOX(21.5 -4.25,24.75 -1.5)";
+const HEALTH_SITES_BOX: &str = "BOX(21.85 -3.75,24.4 -1.85)";
+const WATER_POINTS_BOX: &str = "BOX(21.9 -3.9,24.2 -2.05)";
+const RIVERS_BOX: &str = "BOX(21.6 -4.2,24.7 -1.6)";
+const VARCHAR: &str = "character varying";
+const GEOMETRY: (&str, &str) = ("wkb_geometry", "USER-DEFINED");
+const DISTRICTS_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("pcode", VARCHAR),
+    ("population", "integer"),
+    ("area_km2", VARCHAR),
+    ("updated", "date"),
+    GEOMETRY,
+];
+const DISTRICTS_SHP_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("pcode", VARCHAR),
+    ("population", "numeric"),
+    ("area_km2", VARCHAR),
+    ("updated", "date"),
+    GEOMETRY,
+];
+const HEALTH_SITES_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("kind", VARCHAR),
+    ("beds", "integer"),
+    ("functional", "boolean"),
+    ("pcode", VARCHAR),
+    GEOMETRY,
+];
+const WATER_POINTS_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("description", VARCHAR),
+    ("timestamp", "timestamp with time zone"),
+    ("begin", "timestamp with time zone"),
+    ("end", "timestamp with time zone"),
+    ("altitudemode", VARCHAR),
+    ("tessellate", "integer"),
+    ("extrude", "integer"),
+    ("visibility", "integer"),
+    ("draworder", "integer"),
+    ("icon", VARCHAR),
+    ("code", VARCHAR),
+    ("district", VARCHAR),
+    ("users", "integer"),
+    ("depth_m", VARCHAR),
+    GEOMETRY,
+];
+const RIVERS_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("strahler", "integer"),
+    ("length_km", VARCHAR),
+    GEOMETRY,
+];
+const RIVERS_SHP_FIELDS: &[(&str, &str)] = &[
+    ("ogc_fid", "integer"),
+    ("name", VARCHAR),
+    ("strahler", "numeric"),
+    ("length_km", VARCHAR),
+    GEOMETRY,
+];
+
+fn field_pairs(fields: &[metadata::LayerField]) -> Vec<(&str, &str)> {
+    fields
+        .iter()
+        .map(|f| (f.field_name.as_str(), f.data_type.as_str()))
+        .collect()
 }
 
 fn query_one(pg: &TestPostgres, sql: &str) -> String {
@@ -172,6 +248,129 @@ fn each_repair_rule_is_applied_when_a_file_needs_it() {
     assert_eq!(report.attempts.len(), 3);
 }
 
+/// Each sample (and the shapefiles made from them) imports with the results samples/README.md
+/// gives: the repair rules it needs, its rows, box and fields, and its non-ASCII text intact.
+#[test]
+fn the_samples_import_with_their_known_results() {
+    let pg = TestPostgres::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let districts = testkit::sample("geo/districts.geojson");
+    let rivers = testkit::sample("geo/rivers.geojson");
+    type SampleCase<'a> = (
+        &'a str,
+        PathBuf,
+        Vec<Fix>,
+        u64,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+    );
+    let cases: Vec<SampleCase> = vec![
+        (
+            "districts",
+            districts.clone(),
+            vec![],
+            4,
+            DISTRICTS_BOX,
+            DISTRICTS_FIELDS,
+        ),
+        (
+            "health_sites",
+            testkit::sample("geo/health_sites.geojson"),
+            vec![],
+            6,
+            HEALTH_SITES_BOX,
+            HEALTH_SITES_FIELDS,
+        ),
+        (
+            "water_points",
+            testkit::sample("geo/water_points.kml"),
+            vec![],
+            4,
+            WATER_POINTS_BOX,
+            WATER_POINTS_FIELDS,
+        ),
+        (
+            "rivers",
+            rivers.clone(),
+            vec![],
+            3,
+            RIVERS_BOX,
+            RIVERS_FIELDS,
+        ),
+        (
+            "districts_shp",
+            testkit::geo::shapefile(&districts, dir.path(), "districts"),
+            vec![],
+            4,
+            DISTRICTS_BOX,
+            DISTRICTS_SHP_FIELDS,
+        ),
+        (
+            "rivers_shp",
+            testkit::geo::shapefile(&rivers, dir.path(), "rivers"),
+            vec![Fix::MultiLineString],
+            3,
+            RIVERS_BOX,
+            RIVERS_SHP_FIELDS,
+        ),
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client = runtime
+        .block_on(db::connect(&gis_db(&pg)))
+        .expect("connect");
+    for (table, source, fixes, rows, bbox, fields) in &cases {
+        let report = run_import(&pg, source, table);
+        assert!(report.ok, "{table}: {report:#?}");
+        assert_eq!(&report.fixes, fixes, "{table}");
+        assert_eq!(report.source_features, Some(*rows), "{table}");
+        let meta = runtime.block_on(async {
+            let columns = metadata::fields(&client, table).await.expect("fields");
+            let loaded = staging::inspect(&client, table, true)
+                .await
+                .expect("inspect");
+            assert_eq!(
+                (loaded.rows, loaded.with_geometry),
+                (*rows, Some(*rows)),
+                "{table}: every row has a geometry"
+            );
+            metadata::collect(&client, table, columns, loaded.extent)
+                .await
+                .expect("metadata")
+        });
+        assert_eq!(meta.bounding_box, *bbox, "{table}");
+        assert_eq!(meta.invalid_deleted, 0, "{table}");
+        assert_eq!(field_pairs(&meta.layer_fields), *fields, "{table}");
+    }
+    for table in ["districts", "districts_shp"] {
+        assert_eq!(
+            query_one(
+                &pg,
+                &format!("SELECT string_agg(name, ', ' ORDER BY pcode) FROM {table}")
+            ),
+            "Équateur-Nord, Kasaï-Lac, Lomami-Sud, Mbéli-Forêt",
+            "{table}"
+        );
+    }
+    assert_eq!(
+        query_one(
+            &pg,
+            "SELECT string_agg(code || ' ' || district || ' ' || ST_GeometryType(wkb_geometry), \
+             ', ' ORDER BY code) FROM water_points"
+        ),
+        "WC-001 Lomami-Sud ST_Polygon, WP-001 Équateur-Nord ST_Point, \
+         WP-002 Kasaï-Lac ST_Point, WP-003 Mbéli-Forêt ST_Point",
+        "both folders of the KML, with their SchemaData"
+    );
+    assert_eq!(
+        query_one(
+            &pg,
+            "SELECT string_agg(coalesce(beds::text, 'null') || ' ' || functional, ', ' \
+             ORDER BY ogc_fid) FROM health_sites"
+        ),
+        "120 true, 12 true, 85 true, null false, 20 true, 4 true"
+    );
+}
+
 /// Features whose box leaves [-180,180]×[-90,90] are deleted and counted; the box is the rest's.
 #[test]
 fn out_of_range_features_are_deleted_and_counted() {
@@ -258,24 +457,19 @@ fn broken_files_fail_instead_of_importing_half() {
     let pg = TestPostgres::new();
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // A truncated shapefile: GDAL returns a dataset, but reported read errors.
-    let zip = testkit::fixture("geofiles/test.shp.zip");
-    let shp = format!(
-        "/vsizip/{}/National_Natural_Disaster_Inventory.shp",
-        zip.display()
+    // A truncated shapefile (the sample districts, cut in the middle of the second polygon):
+    // GDAL returns a dataset, but reported read errors.
+    let truncated = testkit::geo::shapefile(
+        &testkit::sample("geo/districts.geojson"),
+        dir.path(),
+        "truncated",
     );
-    let truncated = dir.path().join("truncated.shp");
-    ogr2ogr(&[
-        "-f",
-        "ESRI Shapefile",
-        truncated.to_str().expect("utf-8"),
-        &shp,
-    ]);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&truncated)
         .expect("open shp");
-    file.set_len(20_000).expect("truncate");
+    let full = file.metadata().expect("shp size").len();
+    file.set_len(full / 2).expect("truncate");
     let report = run_import(&pg, &truncated, "t_truncated");
     assert!(!report.ok, "{report:#?}");
     assert!(report.last_messages().contains("ERROR"), "{report:#?}");
@@ -317,7 +511,7 @@ fn broken_files_fail_instead_of_importing_half() {
 #[test]
 fn staging_tables_swap_in_with_the_layer_names_and_old_ones_are_swept() {
     let pg = TestPostgres::new();
-    let geojson = testkit::fixture("geofiles/test.geojson");
+    let geojson = testkit::sample("geo/districts.geojson");
     let config = gis_db(&pg);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut client = runtime.block_on(db::connect(&config)).expect("connect");
@@ -331,15 +525,12 @@ fn staging_tables_swap_in_with_the_layer_names_and_old_ones_are_swept() {
             let loaded = staging::inspect(&client, &stage, true)
                 .await
                 .expect("inspect");
-            assert_eq!((loaded.rows, loaded.with_geometry), (1, Some(1)));
+            assert_eq!((loaded.rows, loaded.with_geometry), (4, Some(4)));
             let meta = metadata::collect(&client, &stage, fields, loaded.extent)
                 .await
                 .expect("metadata");
-            assert_eq!(
-                meta.bounding_box,
-                "BOX(2.513573 49.529484,6.156658 51.475024)"
-            );
-            assert_eq!(meta.layer_fields.len(), 4);
+            assert_eq!(meta.bounding_box, DISTRICTS_BOX);
+            assert_eq!(field_pairs(&meta.layer_fields), DISTRICTS_FIELDS);
             staging::index_and_analyze(&client, &stage, true)
                 .await
                 .expect("index");

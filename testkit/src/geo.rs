@@ -1,7 +1,8 @@
-//! Geo helpers for tests: which tile holds a point, and vector tiles decoded by GDAL's MVT
-//! driver (the independent reader the tile tests check our tiles with).
+//! Geo helpers for tests: which tile holds a point, vector tiles decoded by GDAL's MVT
+//! driver (the independent reader the tile tests check our tiles with), and zipped shapefiles
+//! made at test time from the GeoJSON samples (no binary shapefile is kept in the repository).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -51,4 +52,54 @@ pub fn decode_mvt(tile: &[u8], (z, x, y): (u8, u32, u32)) -> Vec<Value> {
         serde_json::from_str(&std::fs::read_to_string(&out).expect("geojson")).expect("json");
     let _ = std::fs::remove_dir_all(&dir);
     doc["features"].as_array().cloned().unwrap_or_default()
+}
+
+/// Writes the GeoJSON `geojson` as the shapefile `<dir>/<name>.shp` with `ogr2ogr` (and its
+/// `.shx`, `.dbf`, `.prj`, and a `.cpg` saying UTF-8); returns the `.shp` path. A multi-part
+/// feature in a layer of single lines or polygons stays multi-part, as in real shapefiles.
+pub fn shapefile(geojson: &Path, dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("shapefile folder");
+    let shp = dir.join(format!("{name}.shp"));
+    let output = Command::new("ogr2ogr")
+        .args(["-f", "ESRI Shapefile", "-lco", "ENCODING=UTF-8"])
+        .arg(&shp)
+        .arg(geojson)
+        .output()
+        .expect("ogr2ogr (gdal-bin) makes the shapefile");
+    crate::check(&output, "ogr2ogr to a shapefile");
+    shp
+}
+
+/// Zips the parts of the shapefile `shp` (every `<stem>.*` beside it) flat into `zip` with the
+/// `zip` command, as HDX users upload shapefiles; returns `zip`.
+pub fn zip_shapefile(shp: &Path, zip: &Path) -> PathBuf {
+    let dir = shp.parent().expect("the shapefile's folder");
+    let stem = shp
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("a UTF-8 shapefile name");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read the shapefile's folder")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem))
+        .collect();
+    parts.sort();
+    let _ = std::fs::remove_file(zip);
+    let output = Command::new("zip")
+        .args(["-q", "-j"])
+        .arg(zip)
+        .args(&parts)
+        .output()
+        .expect("zip (installed by scripts/setup.sh)");
+    crate::check(&output, "zip the shapefile");
+    zip.to_path_buf()
+}
+
+/// A zipped shapefile `<dir>/<name>.shp.zip` made from the GeoJSON `geojson`
+/// ([`shapefile`] into `<dir>/<name>/`, then [`zip_shapefile`]); e.g. the samples'
+/// `districts.shp.zip` from `samples/geo/districts.geojson`.
+pub fn shapefile_zip(geojson: &Path, dir: &Path, name: &str) -> PathBuf {
+    let shp = shapefile(geojson, &dir.join(name), name);
+    zip_shapefile(&shp, &dir.join(format!("{name}.shp.zip")))
 }
