@@ -13,7 +13,11 @@ if [ -z "${HDX_TEST_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
   HDX_TEST_FIXTURES="$(cd ../shared/fixtures && pwd)"
   export HDX_TEST_FIXTURES
 fi
-echo "[test] shared fixtures: ${HDX_TEST_FIXTURES:-absent (tests on them are skipped; the project's samples/ cover the rest)}" >&2
+if [ -n "${HDX_TEST_FIXTURES:-}" ]; then
+  echo "[test] shared fixtures: $HDX_TEST_FIXTURES" >&2
+else
+  echo "[test] shared fixtures absent: the tests on them are skipped (samples/ covers the rest)" >&2
+fi
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check
