@@ -24,18 +24,8 @@ fn sample(name: &str) -> PathBuf {
     testkit::sample(&format!("ckan/{name}"))
 }
 
-/// The sample pair's event types, in order (samples/README.md, "CKAN dataset pair").
-const SAMPLE_TYPES: [&str; 9] = [
-    "dataset-metadata-changed",
-    "resource-deleted",
-    "resource-created",
-    "resource-data-changed",
-    "resource-data-changed",
-    "resource-metadata-changed",
-    "spreadsheet-sheet-created",
-    "spreadsheet-sheet-deleted",
-    "spreadsheet-sheet-changed",
-];
+/// The sample pair's event types, in order.
+const SAMPLE_TYPES: [&str; 9] = testkit::SAMPLE_PAIR_EVENT_TYPES;
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("a UTF-8 path")

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::WorkerProcess;
 use serde_json::{json, Value};
+use testkit::geo::sample_results::*;
 use testkit::http::{FakeServer, Recorded, Reply};
 use testkit::{TestPostgres, TestRedis};
 
@@ -32,67 +33,6 @@ const KML_BOX: &str =
 const SHP_BOX: &str = "BOX(34.00334232 -4.408103235999988,41.814834959999985 4.475610393000011)";
 const SHP2_BOX: &str =
     "BOX(-158.09007390217414 21.277505243918654,-67.78117667160467 62.145207116458835)";
-
-/// The samples' known results (samples/README.md, "Geo samples").
-const DISTRICTS_BOX: &str = "BOX(21.5 -4.25,24.75 -1.5)";
-const HEALTH_SITES_BOX: &str = "BOX(21.85 -3.75,24.4 -1.85)";
-const WATER_POINTS_BOX: &str = "BOX(21.9 -3.9,24.2 -2.05)";
-const RIVERS_BOX: &str = "BOX(21.6 -4.2,24.7 -1.6)";
-const VARCHAR: &str = "character varying";
-const GEOMETRY: (&str, &str) = ("wkb_geometry", "USER-DEFINED");
-const DISTRICTS_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("pcode", VARCHAR),
-    ("population", "integer"),
-    ("area_km2", VARCHAR),
-    ("updated", "date"),
-    GEOMETRY,
-];
-const DISTRICTS_SHP_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("pcode", VARCHAR),
-    ("population", "numeric"),
-    ("area_km2", VARCHAR),
-    ("updated", "date"),
-    GEOMETRY,
-];
-const HEALTH_SITES_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("kind", VARCHAR),
-    ("beds", "integer"),
-    ("functional", "boolean"),
-    ("pcode", VARCHAR),
-    GEOMETRY,
-];
-const WATER_POINTS_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("description", VARCHAR),
-    ("timestamp", "timestamp with time zone"),
-    ("begin", "timestamp with time zone"),
-    ("end", "timestamp with time zone"),
-    ("altitudemode", VARCHAR),
-    ("tessellate", "integer"),
-    ("extrude", "integer"),
-    ("visibility", "integer"),
-    ("draworder", "integer"),
-    ("icon", VARCHAR),
-    ("code", VARCHAR),
-    ("district", VARCHAR),
-    ("users", "integer"),
-    ("depth_m", VARCHAR),
-    GEOMETRY,
-];
-const RIVERS_SHP_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("strahler", "numeric"),
-    ("length_km", VARCHAR),
-    GEOMETRY,
-];
 
 /// `layer_fields` as CKAN gets them.
 fn fields(pairs: &[(&str, &str)]) -> Vec<Value> {

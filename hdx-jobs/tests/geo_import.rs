@@ -12,6 +12,7 @@ use hdx_jobs::geo::config::GisDbConfig;
 use hdx_jobs::geo::import::{self, Fix, ImportReport, ImportRequest};
 use hdx_jobs::geo::{db, metadata, staging};
 use hdx_jobs::secret::Secret;
+use testkit::geo::sample_results::*;
 use testkit::TestPostgres;
 
 fn gis_db(pg: &TestPostgres) -> GisDbConfig {
@@ -84,74 +85,6 @@ fn multipart_shapefile(dir: &Path, name: &str, geojson: &str) -> PathBuf {
     ]);
     shp
 }
-
-/// The samples' known results (samples/README.md, "Geo samples").
-const DISTRICTS_BOX: &str = "BOX(21.5 -4.25,24.75 -1.5)";
-const HEALTH_SITES_BOX: &str = "BOX(21.85 -3.75,24.4 -1.85)";
-const WATER_POINTS_BOX: &str = "BOX(21.9 -3.9,24.2 -2.05)";
-const RIVERS_BOX: &str = "BOX(21.6 -4.2,24.7 -1.6)";
-const VARCHAR: &str = "character varying";
-const GEOMETRY: (&str, &str) = ("wkb_geometry", "USER-DEFINED");
-const DISTRICTS_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("pcode", VARCHAR),
-    ("population", "integer"),
-    ("area_km2", VARCHAR),
-    ("updated", "date"),
-    GEOMETRY,
-];
-const DISTRICTS_SHP_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("pcode", VARCHAR),
-    ("population", "numeric"),
-    ("area_km2", VARCHAR),
-    ("updated", "date"),
-    GEOMETRY,
-];
-const HEALTH_SITES_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("kind", VARCHAR),
-    ("beds", "integer"),
-    ("functional", "boolean"),
-    ("pcode", VARCHAR),
-    GEOMETRY,
-];
-const WATER_POINTS_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("description", VARCHAR),
-    ("timestamp", "timestamp with time zone"),
-    ("begin", "timestamp with time zone"),
-    ("end", "timestamp with time zone"),
-    ("altitudemode", VARCHAR),
-    ("tessellate", "integer"),
-    ("extrude", "integer"),
-    ("visibility", "integer"),
-    ("draworder", "integer"),
-    ("icon", VARCHAR),
-    ("code", VARCHAR),
-    ("district", VARCHAR),
-    ("users", "integer"),
-    ("depth_m", VARCHAR),
-    GEOMETRY,
-];
-const RIVERS_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("strahler", "integer"),
-    ("length_km", VARCHAR),
-    GEOMETRY,
-];
-const RIVERS_SHP_FIELDS: &[(&str, &str)] = &[
-    ("ogc_fid", "integer"),
-    ("name", VARCHAR),
-    ("strahler", "numeric"),
-    ("length_km", VARCHAR),
-    GEOMETRY,
-];
 
 fn field_pairs(fields: &[metadata::LayerField]) -> Vec<(&str, &str)> {
     fields

@@ -103,3 +103,74 @@ pub fn shapefile_zip(geojson: &Path, dir: &Path, name: &str) -> PathBuf {
     let shp = shapefile(geojson, &dir.join(name), name);
     zip_shapefile(&shp, &dir.join(format!("{name}.shp.zip")))
 }
+
+/// The known results of the geo samples (samples/README.md, "Geo samples"): bounding boxes as
+/// CKAN receives them, and layer fields (column, information_schema type) in column order.
+pub mod sample_results {
+    pub const DISTRICTS_BOX: &str = "BOX(21.5 -4.25,24.75 -1.5)";
+    pub const HEALTH_SITES_BOX: &str = "BOX(21.85 -3.75,24.4 -1.85)";
+    pub const WATER_POINTS_BOX: &str = "BOX(21.9 -3.9,24.2 -2.05)";
+    pub const RIVERS_BOX: &str = "BOX(21.6 -4.2,24.7 -1.6)";
+    pub const VARCHAR: &str = "character varying";
+    pub const GEOMETRY: (&str, &str) = ("wkb_geometry", "USER-DEFINED");
+    pub const DISTRICTS_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("pcode", VARCHAR),
+        ("population", "integer"),
+        ("area_km2", VARCHAR),
+        ("updated", "date"),
+        GEOMETRY,
+    ];
+    pub const DISTRICTS_SHP_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("pcode", VARCHAR),
+        ("population", "numeric"),
+        ("area_km2", VARCHAR),
+        ("updated", "date"),
+        GEOMETRY,
+    ];
+    pub const HEALTH_SITES_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("kind", VARCHAR),
+        ("beds", "integer"),
+        ("functional", "boolean"),
+        ("pcode", VARCHAR),
+        GEOMETRY,
+    ];
+    pub const WATER_POINTS_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("description", VARCHAR),
+        ("timestamp", "timestamp with time zone"),
+        ("begin", "timestamp with time zone"),
+        ("end", "timestamp with time zone"),
+        ("altitudemode", VARCHAR),
+        ("tessellate", "integer"),
+        ("extrude", "integer"),
+        ("visibility", "integer"),
+        ("draworder", "integer"),
+        ("icon", VARCHAR),
+        ("code", VARCHAR),
+        ("district", VARCHAR),
+        ("users", "integer"),
+        ("depth_m", VARCHAR),
+        GEOMETRY,
+    ];
+    pub const RIVERS_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("strahler", "integer"),
+        ("length_km", VARCHAR),
+        GEOMETRY,
+    ];
+    pub const RIVERS_SHP_FIELDS: &[(&str, &str)] = &[
+        ("ogc_fid", "integer"),
+        ("name", VARCHAR),
+        ("strahler", "numeric"),
+        ("length_km", VARCHAR),
+        GEOMETRY,
+    ];
+}

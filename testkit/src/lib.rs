@@ -167,6 +167,20 @@ pub fn sample(relative: &str) -> PathBuf {
     path
 }
 
+/// The event types of the sample dataset pair (`samples/ckan`), in order (samples/README.md,
+/// "CKAN dataset pair").
+pub const SAMPLE_PAIR_EVENT_TYPES: [&str; 9] = [
+    "dataset-metadata-changed",
+    "resource-deleted",
+    "resource-created",
+    "resource-data-changed",
+    "resource-data-changed",
+    "resource-metadata-changed",
+    "spreadsheet-sheet-created",
+    "spreadsheet-sheet-deleted",
+    "spreadsheet-sheet-changed",
+];
+
 /// A file of the shared fixtures (real HDX files with known results), when this machine has
 /// them: `HDX_TEST_FIXTURES/<relative>`, else `../shared/fixtures/<relative>` beside the
 /// workspace. `None` (with a notice on stderr) when absent: the project's own samples cover
