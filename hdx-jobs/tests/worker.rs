@@ -11,6 +11,7 @@ use common::*;
 use hdx_jobs::builtin;
 use hdx_jobs::rq::commands::{self, Command};
 use hdx_jobs::rq::jobs;
+use hdx_jobs::rq::maintenance;
 use hdx_jobs::rq::payload::{self, CallPayload, Serializer};
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use hdx_jobs::rq::results::ResultType;
@@ -689,18 +690,7 @@ async fn abandoned_jobs_are_failed_or_retried_by_maintenance() {
     let _: i64 = test.query(redis::cmd("DEL").arg("rq:queue:default"));
     let past = now_s() as i64 - 10;
     for id in [&lost, &retry] {
-        let _: i64 = test.query(
-            redis::cmd("ZADD")
-                .arg("rq:wip:default")
-                .arg(past)
-                .arg(format!("{id}:deadbeef")),
-        );
-        let _: i64 = test.query(
-            redis::cmd("HSET")
-                .arg(format!("rq:job:{id}"))
-                .arg("status")
-                .arg("started"),
-        );
+        mark_abandoned(&test, id);
     }
     // A live lease must be left alone.
     let alive = queue
@@ -741,6 +731,85 @@ async fn abandoned_jobs_are_failed_or_retried_by_maintenance() {
         zmembers(&test, "rq:wip:default"),
         vec![format!("{alive}:cafe")]
     );
+}
+
+/// Makes a queued job of `default` look started by a worker that died: out of the queue, in
+/// `rq:wip:default` with a lease that ended 10 s ago.
+fn mark_abandoned(test: &TestRedis, id: &str) {
+    let _: i64 = test.query(redis::cmd("LREM").arg("rq:queue:default").arg(0).arg(id));
+    let _: i64 = test.query(
+        redis::cmd("ZADD")
+            .arg("rq:wip:default")
+            .arg(now_s() as i64 - 10)
+            .arg(format!("{id}:deadbeef")),
+    );
+    let _: i64 = test.query(
+        redis::cmd("HSET")
+            .arg(format!("rq:job:{id}"))
+            .arg("status")
+            .arg("started"),
+    );
+}
+
+/// Regression: a worker SIGKILLed during its start-up maintenance round left
+/// `rq:clean_registries:<q>` behind with RQ's 899 s expiry, and no worker recovered the dead
+/// worker's jobs for 15 minutes (CI's crash test timed out). Our cleaners now hold the lock for
+/// seconds, and a Python cleaner's lock older than a minute is taken over; a fresh one is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_cleaner_killed_mid_round_does_not_hold_up_recovery() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let mut conn = redis::Client::open(test.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let lock = "rq:clean_registries:default";
+    let set_lock = |value: &str, ex: u64| {
+        let _: () = test.query(redis::cmd("SET").arg(lock).arg(value).arg("EX").arg(ex));
+    };
+
+    // A Python cleaner in the middle of its round: honoured.
+    set_lock("1", 899);
+    let report = maintenance::clean_queue(&mut conn, "default", "us")
+        .await
+        .expect("round");
+    assert!(!report.ran, "a live RQ round was interrupted");
+    // The same lock, taken 99 s ago by a Python cleaner that died: taken over, and released.
+    let lost = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    mark_abandoned(&test, &lost);
+    set_lock("1", 800);
+    let report = maintenance::clean_queue(&mut conn, "default", "us")
+        .await
+        .expect("round");
+    assert_eq!(report.abandoned_failed, vec![lost.clone()]);
+    assert_eq!(ttl(&test, lock), -2, "the lock was not released");
+
+    // The lock one of our workers leaves when killed mid-round: a running worker recovers the
+    // next abandoned job once it expires, within maintenance::LOCK_SECS.
+    let lost = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+    mark_abandoned(&test, &lost);
+    set_lock("vm.1234.dead", maintenance::LOCK_SECS);
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    wait_status(
+        &test,
+        &lost,
+        "failed",
+        Duration::from_secs(maintenance::LOCK_SECS + 5),
+    )
+    .await;
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

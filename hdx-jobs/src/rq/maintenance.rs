@@ -21,8 +21,15 @@ use super::results::encode_exc_string;
 use super::scripts;
 use super::time::{format_epoch_f64, Timestamp};
 
-/// RQ's lock period for a cleaning round.
-const LOCK_SECS: u64 = 899;
+/// How long our cleaner holds a queue's maintenance lock. A round takes milliseconds and the
+/// lock is released after it; the expiry only matters when the cleaner dies mid-round, and then
+/// bounds how long the next recovery of abandoned jobs waits. A round that outlives it may
+/// overlap another: harmless, since each recovery is one script that re-checks the lease.
+pub const LOCK_SECS: u64 = 10;
+/// Python RQ's expiry for the same lock (`SET NX EX 899`).
+const RQ_LOCK_SECS: u64 = 899;
+/// An RQ lock held longer than this was left by a Python cleaner that died mid-round.
+const RQ_LOCK_STALE_AFTER_SECS: u64 = 60;
 /// How long an id may sit in an intermediate list before it counts as stuck.
 const INTERMEDIATE_STUCK_SECS: f64 = 60.0;
 
@@ -50,25 +57,34 @@ impl CleanReport {
     }
 }
 
-/// One maintenance round on a queue, under the queue's cleaning lock.
+/// One maintenance round on a queue by `holder` (a worker name), under the queue's cleaning
+/// lock. A lock left behind by a cleaner that died mid-round (ours or Python RQ's) does not stop
+/// the round for long: see [`LOCK_SECS`] and `lua/maintenance_lock.lua`.
 pub async fn clean_queue<C: ConnectionLike + Send>(
     conn: &mut C,
     queue: &str,
+    holder: &str,
 ) -> RqResult<CleanReport> {
     let lock = keys::clean_registries_lock(queue);
-    let acquired: Option<String> = redis::cmd("SET")
+    let acquired: i64 = scripts::MAINTENANCE_LOCK
+        .prepare_invoke()
         .arg(&lock)
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
+        .arg(holder)
         .arg(LOCK_SECS)
-        .query_async(conn)
+        .arg(RQ_LOCK_SECS)
+        .arg(RQ_LOCK_STALE_AFTER_SECS)
+        .invoke_async(conn)
         .await?;
-    if acquired.is_none() {
+    if acquired == 0 {
         return Ok(CleanReport::default());
     }
     let result = clean_queue_locked(conn, queue).await;
-    let _: i64 = redis::cmd("DEL").arg(&lock).query_async(conn).await?;
+    let _: i64 = scripts::UNLOCK
+        .prepare_invoke()
+        .arg(&lock)
+        .arg(holder)
+        .invoke_async(conn)
+        .await?;
     result
 }
 

@@ -67,5 +67,10 @@ script!(
     "promote_legacy",
     "Enqueue one due job of rq-scheduler's sorted set."
 );
+script!(
+    MAINTENANCE_LOCK,
+    "maintenance_lock",
+    "Take a queue's maintenance lock, or one a dead cleaner left."
+);
 script!(LOCK, "lock", "Acquire or refresh a named lock.");
 script!(UNLOCK, "unlock", "Release a named lock if still held.");

@@ -212,11 +212,15 @@ pub(super) async fn maintenance_loop(shared: Arc<Shared>) {
             _ = ticker.tick() => {}
             _ = stopping.cancelled() => return,
         }
+        let holder = shared.name.as_str();
         for queue in &shared.options.queues {
-            let result = shared
-                .conn
-                .run(|mut conn| async move { maintenance::clean_queue(&mut conn, queue).await })
-                .await;
+            let result =
+                shared
+                    .conn
+                    .run(|mut conn| async move {
+                        maintenance::clean_queue(&mut conn, queue, holder).await
+                    })
+                    .await;
             match result {
                 Ok(report) if !report.is_empty() => {
                     tracing::info!(worker = %shared.name, queue, ?report, "maintenance recovered jobs");
