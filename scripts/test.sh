@@ -24,4 +24,5 @@ cargo fmt --all -- --check
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[test] cargo test" >&2
-cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary must not hide what the others would report.
+cargo test --workspace --locked --no-fail-fast "$@"
