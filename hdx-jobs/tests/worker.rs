@@ -812,6 +812,41 @@ async fn regression_a_cleaner_killed_mid_round_does_not_hold_up_recovery() {
     worker.stop().await;
 }
 
+/// Regression: `jobs::view` read the result stream and the job hash apart, so a job finishing
+/// in between was shown as finished with no result (the example's test failed under load).
+/// Polling without pause while a worker finishes jobs hits that window on most jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_finished_job_is_never_viewed_without_its_result() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let worker = start_worker(
+        &redis,
+        TaskRegistry::with_builtins(),
+        fast_options(&["default"]),
+    );
+    for i in 0..50 {
+        let id = queue
+            .enqueue(JobSpec::new(builtin::ECHO).arg(i))
+            .await
+            .expect("enqueue");
+        let deadline = Instant::now() + WAIT;
+        let view = loop {
+            let view = jobs::view(&redis, &id).await.expect("view").expect("job");
+            if view.status == "finished" {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish");
+        };
+        let result = view.latest_result.expect("a finished job's result");
+        assert_eq!(
+            result.return_value,
+            Some(json!({"args": [i], "kwargs": {}}))
+        );
+    }
+    worker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_stuck_in_an_intermediate_list_go_back_to_their_queue() {
     let test = TestRedis::new();

@@ -1,6 +1,9 @@
 //! Operations on one job by id: read it with its latest result, requeue, cancel, delete, stop.
 
+use std::collections::HashMap;
+
 use redis::aio::ConnectionLike;
+use redis::streams::StreamRangeReply;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -94,8 +97,16 @@ pub async fn fetch(redis: &RedisClient, id: &str) -> RqResult<Option<Job>> {
 /// results (e.g. a missing hash recorded as failed) is shown with status `missing`.
 pub async fn view(redis: &RedisClient, id: &str) -> RqResult<Option<JobView>> {
     let mut conn = redis.conn().await?;
-    let latest = results::latest_result(&mut conn, id).await?;
-    match Job::fetch(&mut conn, id).await? {
+    // One MULTI: read apart, a job finishing in between showed as finished with no result.
+    let (fields, reply): (HashMap<String, Vec<u8>>, StreamRangeReply) = redis::pipe()
+        .atomic()
+        .cmd("HGETALL")
+        .arg(keys::job(id))
+        .add_command(results::latest_result_cmd(id))
+        .query_async(&mut conn)
+        .await?;
+    let latest = results::latest_of(&reply);
+    match (!fields.is_empty()).then(|| Job::from_fields(id, fields)) {
         Some(job) => Ok(Some(JobView::new(&job, latest))),
         None if latest.is_some() => {
             let mut view = JobView::new(&Job::from_fields(id, Default::default()), latest);

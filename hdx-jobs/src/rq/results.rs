@@ -110,15 +110,24 @@ pub async fn latest_result<C: ConnectionLike + Send>(
     conn: &mut C,
     job_id: &str,
 ) -> RqResult<Option<JobResult>> {
-    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(keys::results(job_id))
+    let reply: StreamRangeReply = latest_result_cmd(job_id).query_async(conn).await?;
+    Ok(latest_of(&reply))
+}
+
+/// The read behind [`latest_result`], for callers that need it in one atomic step with others.
+pub(crate) fn latest_result_cmd(job_id: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREVRANGE");
+    cmd.arg(keys::results(job_id))
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    Ok(reply.ids.first().and_then(JobResult::from_entry))
+        .arg(1);
+    cmd
+}
+
+/// The result in [`latest_result_cmd`]'s reply.
+pub(crate) fn latest_of(reply: &StreamRangeReply) -> Option<JobResult> {
+    reply.ids.first().and_then(JobResult::from_entry)
 }
 
 /// Every stored result of a job, oldest first.
