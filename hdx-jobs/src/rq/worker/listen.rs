@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
 
 use super::connection::Backoff;
 use super::{Shared, StopReason};
@@ -10,10 +11,12 @@ use crate::rq::commands::Command;
 use crate::rq::keys;
 
 /// Listens for commands until the worker stops, resubscribing after connection losses.
-pub(super) async fn command_loop(shared: Arc<Shared>) {
+/// `subscribed` is told once the first subscription is in place.
+pub(super) async fn command_loop(shared: Arc<Shared>, subscribed: oneshot::Sender<()>) {
     let channel = keys::pubsub(&shared.name);
     let stopping = shared.background.clone();
     let mut backoff = Backoff::new();
+    let mut tell_subscribed = Some(subscribed);
     loop {
         let subscribed = async {
             let mut pubsub = shared.redis.pubsub().await?;
@@ -27,6 +30,9 @@ pub(super) async fn command_loop(shared: Arc<Shared>) {
         match pubsub {
             Ok(mut pubsub) => {
                 backoff.reset();
+                if let Some(tell) = tell_subscribed.take() {
+                    let _ = tell.send(());
+                }
                 let mut messages = pubsub.on_message();
                 loop {
                     let message = tokio::select! {

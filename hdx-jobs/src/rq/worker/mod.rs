@@ -35,6 +35,9 @@ use super::queue::is_valid_queue_name;
 use crate::connection::RedisClient;
 use crate::task::TaskRegistry;
 
+/// How long a starting worker waits for its command subscription before working without it.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
 /// How a worker behaves. `Default` gives RQ's numbers.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -325,7 +328,8 @@ impl Worker {
 
         let mut background = JoinSet::new();
         background.spawn(lifecycle::heartbeat_loop(shared.clone()));
-        background.spawn(listen::command_loop(shared.clone()));
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        background.spawn(listen::command_loop(shared.clone(), subscribed_tx));
         background.spawn(lifecycle::maintenance_loop(shared.clone()));
         if shared.options.with_scheduler {
             let scheduler = super::scheduler::Scheduler::new(
@@ -337,6 +341,15 @@ impl Worker {
                 },
             );
             background.spawn(scheduler.run(shared.background.clone()));
+        }
+        // Take jobs only once `stop-job` and `shutdown` can reach us, as RQ subscribes before
+        // its work loop: a command sent as soon as a job shows started must not be lost. A
+        // Redis that refuses pub/sub only delays the start (the loop keeps trying).
+        if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker = %shared.name, "not subscribed to commands yet; working anyway");
         }
         let waiter =
             (!shared.options.burst).then(|| wait::WorkWaiter::start(&shared, &mut background));
