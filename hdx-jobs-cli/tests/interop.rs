@@ -126,7 +126,8 @@ fn rq_info_lists_the_rust_worker_and_leaves_its_running_jobs_alone() {
             "--func",
             "hdx_jobs.sleep",
             "--args",
-            "[4]",
+            // Long enough to outlast four Python start-ups on a loaded machine.
+            "[15]",
         ],
     )
     .remove(0);
@@ -159,7 +160,7 @@ fn rq_info_lists_the_rust_worker_and_leaves_its_running_jobs_alone() {
     assert_eq!(workers[0]["queues"], json!(["geo_q", "analytics_q"]));
     assert_eq!(workers[0]["state"], "busy");
 
-    testkit::eventually("the job to finish", Duration::from_secs(20), || {
+    testkit::eventually("the job to finish", Duration::from_secs(40), || {
         status(&test, &id).filter(|s| s != "started")
     });
     assert_eq!(

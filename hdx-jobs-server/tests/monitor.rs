@@ -144,11 +144,13 @@ fn metrics_report_jobs_queues_workers_and_requests() {
             .0,
         200
     );
-    enqueue(&server, "work", JobSpec::new("hdx_jobs.noop"));
+    let succeeding = enqueue(&server, "work", JobSpec::new("hdx_jobs.noop"));
     let failing = enqueue(&server, "work", JobSpec::new("hdx_jobs.fail"));
     server.start_worker(&["work"]);
     testkit::eventually("jobs to run", Duration::from_secs(20), || {
-        (status(&server, &failing).as_deref() == Some("failed")).then_some(())
+        (status(&server, &succeeding).as_deref() == Some("finished")
+            && status(&server, &failing).as_deref() == Some("failed"))
+        .then_some(())
     });
 
     let response = TestServer::agent()

@@ -61,23 +61,29 @@ async fn drive_the_monitor(server: &TestServer, driver: &ChromeDriver) {
         .click()
         .await
         .expect("open the failed jobs");
-    let error_cell = browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(&format!("tr[data-job='{id}'] td.error")))
-        .await
-        .expect("the failed job's row");
-    assert_eq!(
-        error_cell.text().await.expect("text"),
-        "TaskFailed: shown in the browser"
-    );
-    browser
-        .find(Locator::Css(&format!("button.requeue[data-job='{id}']")))
-        .await
-        .expect("requeue button")
-        .click()
-        .await
-        .expect("click requeue");
+    // The page rebuilds its tables every few seconds, so an element found may be replaced
+    // before it is read or clicked: each step looks it up again until it succeeds.
+    let error_text = testkit::eventually_await(
+        "the failed job's error",
+        Duration::from_secs(20),
+        || async {
+            let cell = browser
+                .find(Locator::Css(&format!("tr[data-job='{id}'] td.error")))
+                .await
+                .ok()?;
+            cell.text().await.ok()
+        },
+    )
+    .await;
+    assert_eq!(error_text, "TaskFailed: shown in the browser");
+    testkit::eventually_await("a click on requeue", Duration::from_secs(20), || async {
+        let button = browser
+            .find(Locator::Css(&format!("button.requeue[data-job='{id}']")))
+            .await
+            .ok()?;
+        button.click().await.ok()
+    })
+    .await;
 
     testkit::eventually_async("the job back in its queue", Duration::from_secs(20), || {
         let status: Option<String> = server
@@ -87,13 +93,12 @@ async fn drive_the_monitor(server: &TestServer, driver: &ChromeDriver) {
             .then_some(())
     })
     .await;
-    let notice = browser
-        .find(Locator::Id("notice"))
-        .await
-        .expect("notice")
-        .text()
-        .await
-        .expect("text");
-    assert!(notice.contains("requeued"), "{notice}");
+    // The notice is written once the browser has the answer, which may follow Redis' change.
+    testkit::eventually_await("the notice", Duration::from_secs(20), || async {
+        let notice = browser.find(Locator::Id("notice")).await.ok()?;
+        let text = notice.text().await.ok()?;
+        text.contains("requeued").then_some(())
+    })
+    .await;
     browser.close().await.expect("close");
 }

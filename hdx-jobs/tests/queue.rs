@@ -144,6 +144,7 @@ async fn delayed_jobs_wait_in_the_scheduled_registry_until_due() {
         .enqueue_in(JobSpec::new(builtin::NOOP), Duration::from_secs(3600))
         .await
         .expect("enqueue");
+    let enqueued = std::time::Instant::now();
     let soon = queue
         .enqueue_in(JobSpec::new(builtin::NOOP), Duration::from_millis(1500))
         .await
@@ -160,7 +161,6 @@ async fn delayed_jobs_wait_in_the_scheduled_registry_until_due() {
         .1;
     assert!((score - (now_s() + 3600.0)).abs() < 3.0);
 
-    let enqueued = std::time::Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
     let scheduler = Scheduler::new(redis.clone(), options(Duration::from_millis(50)));
     let running = tokio::spawn(scheduler.run(stop.clone()));

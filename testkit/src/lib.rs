@@ -306,6 +306,25 @@ pub async fn eventually_async<T>(
     }
 }
 
+/// [`eventually`] with an asynchronous check (a browser, an HTTP client).
+pub async fn eventually_await<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A redis-server of the test's own, on a free port, keeping its data in a temporary folder:
 /// for tests that stop and restart Redis, which they must not do to the shared server.
 #[derive(Debug)]
