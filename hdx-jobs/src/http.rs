@@ -1,5 +1,6 @@
 //! Outgoing HTTP (ureq): one way to build an agent, so every call carries HDX's User-Agent and
-//! real timeouts, and turns non-2xx answers into values callers inspect (not errors).
+//! real timeouts, and turns non-2xx answers into values callers inspect (not errors). Also the
+//! one percent-decoder, for URLs, `Content-Disposition` names and forms.
 
 use std::time::Duration;
 
@@ -22,4 +23,65 @@ pub fn agent(user_agent: &str, verify_tls: bool, timeout: Duration) -> ureq::Age
         .tls_config(tls)
         .build()
         .new_agent()
+}
+
+/// Decodes `%XX` escapes (RFC 3986). A `%` not followed by two hex digits stays as it is, and
+/// bytes that are not UTF-8 once decoded become U+FFFD.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body (`a=1&b=two+words`) into its pairs.
+pub fn parse_form(form: &str) -> Vec<(String, String)> {
+    let decode = |part: &str| percent_decode(&part.replace('+', " "));
+    form.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_decoded_and_broken_ones_kept() {
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%+1"), "%+1");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("a+b"), "a+b");
+    }
+
+    #[test]
+    fn forms_decode_plus_as_space() {
+        assert_eq!(
+            parse_form("a=%zz&b=%41&c=two+words%2B&d&"),
+            vec![
+                ("a".to_string(), "%zz".to_string()),
+                ("b".to_string(), "A".to_string()),
+                ("c".to_string(), "two words+".to_string()),
+                ("d".to_string(), String::new()),
+            ]
+        );
+    }
 }

@@ -141,7 +141,7 @@ pub fn meta_fields(ga_meta: &Value) -> Vec<(String, Value)> {
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        Value::String(form) => crate::analytics::ua::parse_form(form)
+        Value::String(form) => crate::http::parse_form(form)
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect(),

@@ -53,43 +53,6 @@ pub fn post(config: &AnalyticsConfig, ga_meta: &Value) -> Post {
     }
 }
 
-/// Decodes a form (`a=1&b=two+words`).
-pub fn parse_form(form: &str) -> Vec<(String, String)> {
-    form.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,14 +64,10 @@ mod tests {
             "v": "1", "t": "event", "ec": "a b", "ev": 3, "ni": true, "x": null, "cd": ["p", "q"]
         }));
         assert_eq!(body, "v=1&t=event&ec=a+b&ev=3&ni=True&cd=p&cd=q");
-        assert_eq!(parse_form(&body)[2], ("ec".to_string(), "a b".to_string()));
-        assert_eq!(form_body(&json!("v=1&t=pageview")), "v=1&t=pageview");
         assert_eq!(
-            parse_form("a=%zz&b=%41"),
-            vec![
-                ("a".to_string(), "%zz".to_string()),
-                ("b".to_string(), "A".to_string())
-            ]
+            crate::http::parse_form(&body)[2],
+            ("ec".to_string(), "a b".to_string())
         );
+        assert_eq!(form_body(&json!("v=1&t=pageview")), "v=1&t=pageview");
     }
 }

@@ -275,7 +275,7 @@ pub fn file_name(disposition: Option<&str>, original: &Url, last: &Url) -> Optio
             .path_segments()
             .and_then(|mut s| s.next_back())
             .unwrap_or("");
-        let segment = percent_decode(segment);
+        let segment = crate::http::percent_decode(segment);
         let extension = segment
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase());
@@ -300,7 +300,7 @@ fn disposition_name(value: &str) -> Option<String> {
     if let Some((_, v)) = params.iter().find(|(k, _)| k == "filename*") {
         // charset'language'percent-encoded
         let encoded = v.splitn(3, '\'').nth(2).unwrap_or(v);
-        let decoded = percent_decode(encoded.trim_matches('"'));
+        let decoded = crate::http::percent_decode(encoded.trim_matches('"'));
         if !decoded.is_empty() {
             return Some(decoded);
         }
@@ -329,25 +329,6 @@ fn split_params(value: &str) -> Vec<String> {
     }
     parts.push(current);
     parts
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One safe file name: the part after the last `/` or `\`, characters other than letters,
