@@ -48,9 +48,9 @@ pub struct WorkArgs {
     pub maintenance_interval: f64,
 }
 
-/// `hdx-jobs enqueue`.
+/// A task call on the command line, for `enqueue` and `schedule add`.
 #[derive(Debug, Args)]
-pub struct EnqueueArgs {
+pub struct TaskCall {
     /// The queue.
     #[arg(long, short = 'q')]
     pub queue: String,
@@ -63,6 +63,24 @@ pub struct EnqueueArgs {
     /// Keyword arguments, a JSON object.
     #[arg(long, default_value = "{}")]
     pub kwargs: String,
+}
+
+impl TaskCall {
+    /// The decoded `--args` and `--kwargs`.
+    pub fn arguments(&self) -> anyhow::Result<(Vec<Value>, Map<String, Value>)> {
+        let positional = serde_json::from_str(&self.args).context("--args must be a JSON array")?;
+        let keywords =
+            serde_json::from_str(&self.kwargs).context("--kwargs must be a JSON object")?;
+        Ok((positional, keywords))
+    }
+}
+
+/// `hdx-jobs enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// What to run, and where.
+    #[command(flatten)]
+    pub call: TaskCall,
     /// Timeout in seconds (-1: none; default RQ_WORKER_TIMEOUT, else 180).
     #[arg(long, allow_negative_numbers = true)]
     pub timeout: Option<i64>,
@@ -238,17 +256,16 @@ async fn enqueue(
     redis: RedisClient,
     config: &Config,
 ) -> anyhow::Result<ExitCode> {
-    let positional: Vec<Value> =
-        serde_json::from_str(&args.args).context("--args must be a JSON array")?;
-    let keywords: Map<String, Value> =
-        serde_json::from_str(&args.kwargs).context("--kwargs must be a JSON object")?;
+    let (positional, keywords) = args.call.arguments()?;
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
     if args.id.is_some() && args.count > 1 {
         bail!("--id needs --count 1");
     }
-    let mut spec = JobSpec::new(&args.func).args(positional).kwargs(keywords);
+    let mut spec = JobSpec::new(&args.call.func)
+        .args(positional)
+        .kwargs(keywords);
     spec.id = args.id;
     spec.timeout = Some(args.timeout.unwrap_or(config.job_timeout));
     spec.result_ttl = args.result_ttl;
@@ -258,7 +275,7 @@ async fn enqueue(
     if let Some(max) = args.retry {
         spec.retry = Some(Retry::new(max).intervals(args.retry_interval));
     }
-    let queue = Queue::new(redis, args.queue)?;
+    let queue = Queue::new(redis, args.call.queue)?;
     let when = match (args.in_secs, args.at) {
         (Some(secs), _) => {
             let delay = Duration::try_from_secs_f64(secs)

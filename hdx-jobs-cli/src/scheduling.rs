@@ -10,8 +10,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use hdx_jobs::rq::scheduler::periodic::{self, Misfire, PeriodicJob, Schedule};
 use hdx_jobs::rq::scheduler::{Queues, Scheduler, SchedulerOptions};
 use hdx_jobs::RedisClient;
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+
+use crate::commands::TaskCall;
 
 /// `hdx-jobs scheduler`.
 #[derive(Debug, Args)]
@@ -62,18 +63,9 @@ pub enum ScheduleCommand {
 pub struct AddArgs {
     /// The periodic job's id.
     pub id: String,
-    /// Queue of its jobs.
-    #[arg(long, short = 'q')]
-    pub queue: String,
-    /// The task's wire name.
-    #[arg(long)]
-    pub func: String,
-    /// Positional arguments, a JSON array.
-    #[arg(long, default_value = "[]")]
-    pub args: String,
-    /// Keyword arguments, a JSON object.
-    #[arg(long, default_value = "{}")]
-    pub kwargs: String,
+    /// What each period runs, and where.
+    #[command(flatten)]
+    pub call: TaskCall,
     /// A 5-field cron expression.
     #[arg(long, required_unless_present = "every", conflicts_with = "every")]
     pub cron: Option<String>,
@@ -142,14 +134,13 @@ pub(crate) async fn schedule(
     let mut conn = redis.conn().await?;
     match command {
         ScheduleCommand::Add(add) => {
+            let (args, kwargs) = add.call.arguments()?;
             let job = PeriodicJob {
                 id: add.id,
-                queue: add.queue,
-                func: add.func,
-                args: serde_json::from_str::<Vec<Value>>(&add.args)
-                    .context("--args must be a JSON array")?,
-                kwargs: serde_json::from_str::<Map<String, Value>>(&add.kwargs)
-                    .context("--kwargs must be a JSON object")?,
+                queue: add.call.queue,
+                func: add.call.func,
+                args,
+                kwargs,
                 schedule: match (add.cron, add.every) {
                     (Some(cron), _) => Schedule::Cron {
                         cron,
