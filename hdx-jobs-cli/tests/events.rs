@@ -54,17 +54,6 @@ fn types(events: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-fn without_time(events: &[Value]) -> Vec<Value> {
-    events
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            e.as_object_mut().expect("object").remove("event_time");
-            e
-        })
-        .collect()
-}
-
 #[test]
 fn diff_prints_the_events_of_two_dataset_dicts() {
     let (old, new) = (sample("dataset_old.json"), sample("dataset_new.json"));
@@ -232,7 +221,10 @@ fn a_worker_process_pushes_what_diff_prints_and_python_reads_it() {
         "alexg",
     ]);
     assert_eq!(types(&printed), SAMPLE_TYPES);
-    assert_eq!(without_time(&bodies), without_time(&printed));
+    assert_eq!(
+        testkit::events_without_time(&bodies),
+        testkit::events_without_time(&printed)
+    );
 }
 
 /// Appends an entry as hdx-redis-lib producers do.

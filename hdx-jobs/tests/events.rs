@@ -79,24 +79,6 @@ fn fields(event: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The events without `event_time` (one per run, so two runs differ only there), after checking
-/// that all events of the list share one.
-fn without_time(events: &[Value]) -> Vec<Value> {
-    let times: std::collections::HashSet<&str> = events
-        .iter()
-        .map(|e| e["event_time"].as_str().expect("event_time"))
-        .collect();
-    assert_eq!(times.len(), 1, "one event_time per run: {times:?}");
-    events
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            e.as_object_mut().expect("object").remove("event_time");
-            e
-        })
-        .collect()
-}
-
 fn bus(url: &str) -> Arc<EventBus> {
     Arc::new(
         EventBus::new(EventBusOptions {
@@ -400,7 +382,7 @@ fn the_sample_pair_gives_exactly_its_nine_events() {
             Some("Water points"),
         ),
     ];
-    let events = without_time(&events);
+    let events = testkit::events_without_time(&events);
     assert_eq!(events.len(), expected.len());
     for (i, (got, want)) in events.iter().zip(&expected).enumerate() {
         assert_eq!(got, want, "event {i} ({})", want["event_type"]);
@@ -686,8 +668,14 @@ async fn a_pickled_job_pushes_events_python_consumers_read() {
     assert_eq!(returned.len(), SAMPLE_EVENTS);
 
     let read = python_reads(stream.url(), SAMPLE_EVENTS);
-    assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
-    assert_eq!(without_time(&read), without_time(returned));
+    assert_eq!(
+        testkit::events_without_time(&read),
+        testkit::events_without_time(&detect(&old, &new))
+    );
+    assert_eq!(
+        testkit::events_without_time(&read),
+        testkit::events_without_time(returned)
+    );
     assert_eq!(xlen(stream.url()), SAMPLE_EVENTS as u64);
     // The wire format of hdx-redis-lib: fields event_type then body.
     let entries: Vec<(String, Vec<String>)> =
@@ -777,7 +765,10 @@ async fn a_stream_outage_makes_the_job_retry_without_duplicates() {
     worker.stop().await;
     assert_eq!(xlen(&stream.url()), SAMPLE_EVENTS as u64);
     let read = python_reads(&stream.url(), SAMPLE_EVENTS);
-    assert_eq!(without_time(&read), without_time(&detect(&old, &new)));
+    assert_eq!(
+        testkit::events_without_time(&read),
+        testkit::events_without_time(&detect(&old, &new))
+    );
 }
 
 /// A TCP proxy to Redis that, once, swallows the reply to a script call and closes the client's

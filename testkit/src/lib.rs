@@ -167,6 +167,24 @@ pub fn sample(relative: &str) -> PathBuf {
     path
 }
 
+/// Change events without `event_time`, after checking that they share one (one per run), so
+/// two runs' events compare equal when only their time differs.
+pub fn events_without_time(events: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let times: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_time"].as_str().expect("event_time"))
+        .collect();
+    assert!(times.len() <= 1, "one event_time per run: {times:?}");
+    events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().expect("object").remove("event_time");
+            e
+        })
+        .collect()
+}
+
 /// The event types of the sample dataset pair (`samples/ckan`), in order (samples/README.md,
 /// "CKAN dataset pair").
 pub const SAMPLE_PAIR_EVENT_TYPES: [&str; 9] = [
