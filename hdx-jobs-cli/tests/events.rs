@@ -260,14 +260,7 @@ struct Listener {
 
 impl Listener {
     fn start(stream: &TestRedis, args: &[&str]) -> Self {
-        let out = std::env::temp_dir().join(format!(
-            "hdx-jobs-listen-{}-{}.out",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        let out = testkit::temp_path("hdx-jobs-listen").with_extension("out");
         let file = std::fs::File::create(&out).expect("output file");
         let child = bin()
             .args(["events", "listen", "--stream-url", stream.url()])

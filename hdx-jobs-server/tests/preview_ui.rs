@@ -16,8 +16,7 @@ const LAYER: &str = "pre_preview_1";
 #[test]
 fn the_preview_page_draws_the_layer() {
     let server = TestServer::start(&[]);
-    let dir = std::env::temp_dir().join(format!("hdx-jobs-preview-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = testkit::temp_dir("hdx-jobs-preview");
     let file = dir.join("squares.geojson");
     let square = |x: f64, y: f64| {
         json!({"type": "Feature", "properties": {"name": format!("{x},{y}")},

@@ -97,23 +97,10 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "hdx-jobs-tiles-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn tiles_decode_into_the_layers_features_and_attributes() {
     let server = TestServer::start(&[]);
-    let dir = tempfile_dir();
+    let dir = testkit::temp_dir("hdx-jobs-tiles");
     import(&server, &geojson(&dir, "first"), LAYER);
 
     let coords = tile_of(4.45, 50.85, 8);
@@ -198,7 +185,7 @@ fn tiles_decode_into_the_layers_features_and_attributes() {
 #[test]
 fn caching_etags_and_gzip() {
     let server = TestServer::start(&[]);
-    let dir = tempfile_dir();
+    let dir = testkit::temp_dir("hdx-jobs-tiles");
     import(&server, &geojson(&dir, "first"), LAYER);
     let path = format!("/tiles/{LAYER}/0/0/0.pbf");
     let (_, headers, raw) = get(&server, &path, &[]);
@@ -227,7 +214,7 @@ fn caching_etags_and_gzip() {
 #[test]
 fn a_replaced_or_deleted_layer_changes_its_tiles_at_once() {
     let server = TestServer::start(&[]);
-    let dir = tempfile_dir();
+    let dir = testkit::temp_dir("hdx-jobs-tiles");
     import(&server, &geojson(&dir, "first"), LAYER);
     let coords = tile_of(4.45, 50.85, 8);
     let path = format!("/tiles/{LAYER}/{}/{}/{}.pbf", coords.0, coords.1, coords.2);
@@ -262,7 +249,7 @@ fn a_replaced_or_deleted_layer_changes_its_tiles_at_once() {
 #[test]
 fn tilejson_describes_the_layer() {
     let server = TestServer::start(&[]);
-    let dir = tempfile_dir();
+    let dir = testkit::temp_dir("hdx-jobs-tiles");
     import(&server, &geojson(&dir, "first"), LAYER);
     let (status, doc) = server.get(&format!("/tiles/{LAYER}.json"));
     assert_eq!(status, 200);

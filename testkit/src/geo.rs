@@ -19,15 +19,7 @@ pub fn tile_of(lon: f64, lat: f64, z: u8) -> (u8, u32, u32) {
 
 /// The features of a Mapbox Vector Tile as GeoJSON (lon/lat), read by `ogr2ogr`.
 pub fn decode_mvt(tile: &[u8], (z, x, y): (u8, u32, u32)) -> Vec<Value> {
-    let dir: PathBuf = std::env::temp_dir().join(format!(
-        "testkit-mvt-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = crate::temp_dir("testkit-mvt");
     let pbf = dir.join("tile.pbf");
     std::fs::write(&pbf, tile).expect("write tile");
     let out = dir.join("tile.geojson");

@@ -143,12 +143,32 @@ fn steal_dead_lease(control: &mut redis::Connection, key: &str, token: &str) -> 
         == 1
 }
 
+/// Unique within the process (a counter) and across runs (the clock): lowercase hex.
 fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{nanos:x}")
+    format!("{nanos:x}{n:x}")
+}
+
+/// A path in the system's temporary folder that no other test (of this run or another) uses:
+/// `<prefix>-<pid>-<unique>`. Nothing is created.
+pub fn temp_path(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ))
+}
+
+/// A new, empty folder at [`temp_path`].
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = temp_path(prefix);
+    std::fs::create_dir_all(&dir).expect("temporary folder");
+    dir
 }
 
 /// The workspace root.
@@ -360,8 +380,7 @@ impl PrivateRedis {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let dir = std::env::temp_dir().join(format!("hdx-jobs-redis-{port}-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
+        let dir = temp_dir(&format!("hdx-jobs-redis-{port}"));
         let mut redis = PrivateRedis {
             port,
             dir,

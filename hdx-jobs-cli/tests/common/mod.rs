@@ -69,11 +69,7 @@ impl WorkerProcess {
 
     /// Starts `hdx-jobs ARGS` (any long-running subcommand).
     pub fn start_command(test: &TestRedis, args: &[&str]) -> Self {
-        let log = std::env::temp_dir().join(format!(
-            "hdx-jobs-worker-{}-{}.log",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let log = testkit::temp_path("hdx-jobs-worker").with_extension("log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = hdx_jobs(test)
             .env("LOG_LEVEL", "info")
@@ -118,13 +114,6 @@ impl Drop for WorkerProcess {
         }
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 #[allow(unsafe_code)]
