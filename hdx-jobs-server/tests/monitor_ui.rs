@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ChromeDriver, TestServer};
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use hdx_jobs::rq::queue::{JobSpec, Queue};
 use hdx_jobs::rq::worker::{Worker, WorkerOptions};
 use hdx_jobs::task::TaskRegistry;
@@ -42,11 +42,7 @@ async fn drive_the_monitor(server: &TestServer, driver: &ChromeDriver) {
         .await
         .expect("run");
 
-    let browser = ClientBuilder::native()
-        .capabilities(driver.capabilities(1280, 900))
-        .connect(&driver.url)
-        .await
-        .expect("browser session");
+    let browser = driver.session(1280, 900).await;
 
     browser
         .goto(&format!("{}/monitor", server.url))

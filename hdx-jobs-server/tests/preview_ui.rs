@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{ChromeDriver, TestServer};
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
 
 const LAYER: &str = "pre_preview_1";
@@ -54,11 +54,7 @@ fn the_preview_page_draws_the_layer() {
 }
 
 async fn look_at_the_map(server: &TestServer, driver: &ChromeDriver) {
-    let browser = ClientBuilder::native()
-        .capabilities(driver.capabilities(800, 636))
-        .connect(&driver.url)
-        .await
-        .expect("browser session");
+    let browser = driver.session(800, 636).await;
     browser
         .goto(&format!("{}/preview/{LAYER}", server.url))
         .await

@@ -257,8 +257,16 @@ impl Drop for ChromeDriver {
 }
 
 impl ChromeDriver {
-    /// Headless Chromium capabilities for this driver, with a window of `width`x`height`.
-    pub fn capabilities(&self, width: u32, height: u32) -> serde_json::Map<String, Value> {
+    /// A headless Chromium session with a window of `width`x`height`.
+    pub async fn session(&self, width: u32, height: u32) -> fantoccini::Client {
+        fantoccini::ClientBuilder::native()
+            .capabilities(self.capabilities(width, height))
+            .connect(&self.url)
+            .await
+            .expect("browser session")
+    }
+
+    fn capabilities(&self, width: u32, height: u32) -> serde_json::Map<String, Value> {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
