@@ -152,16 +152,7 @@ fn diff_of_the_fixture_pair_prints_its_five_events() {
         return;
     };
     let events = diff(&["--old", path(&old), "--new", path(&new), "--user", "alexg"]);
-    assert_eq!(
-        types(&events),
-        [
-            "dataset-metadata-changed",
-            "resource-deleted",
-            "resource-created",
-            "resource-data-changed",
-            "resource-metadata-changed"
-        ]
-    );
+    assert_eq!(types(&events), testkit::FIXTURE_PAIR_EVENT_TYPES);
     assert!(events.iter().all(|e| e["initiator_user_name"] == "alexg"));
     let created = diff(&["--new", path(&new)]);
     assert_eq!(

@@ -422,16 +422,7 @@ fn the_fixture_pair_gives_exactly_the_five_events() {
         return;
     };
     let events = detect(&old, &new);
-    assert_eq!(
-        types(&events),
-        [
-            "dataset-metadata-changed",
-            "resource-deleted",
-            "resource-created",
-            "resource-data-changed",
-            "resource-metadata-changed"
-        ]
-    );
+    assert_eq!(types(&events), testkit::FIXTURE_PAIR_EVENT_TYPES);
     let mut dataset_fields = fields(&events[0]);
     dataset_fields.sort();
     assert_eq!(

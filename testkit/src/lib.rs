@@ -219,6 +219,16 @@ pub const SAMPLE_PAIR_EVENT_TYPES: [&str; 9] = [
     "spreadsheet-sheet-changed",
 ];
 
+/// The event types of the shared fixtures' dataset pair (`ckan/dataset_old.json`,
+/// `ckan/dataset_new.json`), in order: the contract's five events.
+pub const FIXTURE_PAIR_EVENT_TYPES: [&str; 5] = [
+    "dataset-metadata-changed",
+    "resource-deleted",
+    "resource-created",
+    "resource-data-changed",
+    "resource-metadata-changed",
+];
+
 /// A file of the shared fixtures (real HDX files with known results), when this machine has
 /// them: `HDX_TEST_FIXTURES/<relative>`, else `../shared/fixtures/<relative>` beside the
 /// workspace. `None` (with a notice on stderr) when absent: the project's own samples cover
