@@ -38,7 +38,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || install postgresql
 pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
 install "postgresql-$pg_version-postgis-3" pkg-config libgdal-dev gdal-bin zip unzip \
-  chromium chromium-driver wrk curl
+  chromium chromium-driver wrk curl faketime
 
 command -v npm >/dev/null || install npm
 "$(dirname "$0")/fetch-assets.sh"

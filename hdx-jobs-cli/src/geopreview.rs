@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use hdx_jobs::ckan::CkanClient;
 use hdx_jobs::config::Config;
 use hdx_jobs::geo::archive::ArchiveLimits;
 use hdx_jobs::geo::child::{self, ChildCommand};
@@ -17,8 +16,8 @@ use hdx_jobs::geo::config::GisDbConfig;
 use hdx_jobs::geo::download::DownloadSettings;
 use hdx_jobs::geo::pipeline::{self, Progress, Settings, Source};
 use hdx_jobs::geo::{db, layers, report};
+use hdx_jobs::outbound::OutboundPolicy;
 use hdx_jobs::secret::Secret;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// `hdx-jobs geopreview ...`.
@@ -42,6 +41,9 @@ pub enum GeopreviewCommand {
         /// Really drop them (default: dry run).
         #[arg(long)]
         apply: bool,
+        /// Drop them even when they are more than HDX_CLEANUP_MAX_SHARE of all layers.
+        #[arg(long, requires = "apply")]
+        force: bool,
         /// PostGIS connection (URL or key=value; default: HDX_GISDB_URL or HDX_GISDB_*).
         #[arg(long)]
         db_url: Option<String>,
@@ -96,7 +98,11 @@ pub async fn run(command: GeopreviewCommand, config: &Config) -> anyhow::Result<
             }
             Ok(ExitCode::SUCCESS)
         }
-        GeopreviewCommand::Cleanup { apply, db_url } => cleanup(config, db_url, apply).await,
+        GeopreviewCommand::Cleanup {
+            apply,
+            force,
+            db_url,
+        } => cleanup(config, db_url, apply, force).await,
         GeopreviewCommand::ImportChild => {
             let code = tokio::task::spawn_blocking(|| {
                 child::child_main(std::io::stdin().lock(), std::io::stdout().lock())
@@ -126,6 +132,9 @@ async fn import(args: ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
             api_key: config.ckan.gis_api_key.clone(),
             user_agent: config.ckan.user_agent.clone(),
             verify_ckan_ssl: config.ckan.verify_ssl,
+            ckan_allow_http: config.ckan.allow_http,
+            // The operator typed this URL: it may go anywhere, as curl would.
+            outbound: Arc::new(OutboundPolicy::unrestricted()),
         },
         archive: ArchiveLimits {
             max_bytes: geo.max_extracted_mb.saturating_mul(1024 * 1024),
@@ -187,23 +196,25 @@ async fn import(args: ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn cleanup(config: &Config, db_url: Option<String>, apply: bool) -> anyhow::Result<ExitCode> {
+async fn cleanup(
+    config: &Config,
+    db_url: Option<String>,
+    apply: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let ckan = config.ckan.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let client = CkanClient::new(&ckan, ckan.gis_api_key.clone(), Duration::from_secs(120))?;
-        client.get(&ckan.resource_id_list_action, &[])
+    let ids = tokio::task::spawn_blocking(move || {
+        layers::ckan_resource_ids(&ckan, Duration::from_secs(120))
     })
     .await??;
-    let Some(ids) = answer.get("result").and_then(Value::as_array) else {
-        bail!("CKAN's resource list has no result list");
-    };
-    let ids: Vec<String> = ids
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
     let client = db::connect(&gis_db(config, db_url)).await?;
+    let options = layers::CleanupOptions {
+        dry_run: !apply,
+        max_share: config.geopreview.cleanup_max_share,
+        force,
+    };
     let report =
-        layers::cleanup(&client, &config.geopreview.table_name_prefix, &ids, !apply).await?;
+        layers::cleanup(&client, &config.geopreview.table_name_prefix, &ids, options).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

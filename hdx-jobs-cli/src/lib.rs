@@ -89,6 +89,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     logging::init(cli.log_format, &cli.log_level);
     let mut config = hdx_jobs::config::Config::from_env()?;
+    hdx_jobs::rq::payload::set_max_payload_bytes(config.max_payload_bytes);
     if let Some(url) = &cli.url {
         config.redis_url = url.clone();
     }

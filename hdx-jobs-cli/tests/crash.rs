@@ -191,3 +191,82 @@ fn first_sigterm_stops_warm_second_stops_cold() {
     let workers: Vec<String> = test.query(redis::cmd("SMEMBERS").arg("rq:workers"));
     assert!(workers.is_empty(), "both workers registered their death");
 }
+
+/// Lease expiry is judged on Redis's clock, not the host's: a worker whose clock runs ten
+/// minutes ahead (libfaketime, Debian's `faketime`, installed by scripts/setup.sh) must not
+/// fail the jobs another worker is running. Before, its maintenance saw every lease as long
+/// expired and failed them as abandoned.
+#[test]
+fn regression_a_worker_with_a_fast_clock_does_not_take_over_live_jobs() {
+    let test = TestRedis::new();
+    let ids = enqueue(
+        &test,
+        &[
+            "--queue",
+            "work",
+            "--func",
+            "hdx_jobs.sleep",
+            "--args",
+            "[6]",
+            "--count",
+            "2",
+        ],
+    );
+    let mut runner = WorkerProcess::start(
+        &test,
+        &[&FAST[..], &["--concurrency", "2", "work"]].concat(),
+    );
+    testkit::eventually("both jobs running", Duration::from_secs(20), || {
+        (zmembers(&test, "rq:wip:work").len() == 2).then_some(())
+    });
+    // libfaketime preloaded into the worker itself (not through the `faketime` wrapper, which
+    // would stay the parent: killing it would leave the worker running).
+    let faketime = format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1",
+        std::env::consts::ARCH
+    );
+    assert!(
+        std::path::Path::new(&faketime).exists(),
+        "{faketime} missing: Debian's faketime package (scripts/setup.sh installs it)"
+    );
+    let mut skewed = WorkerProcess::start_with_env(
+        &test,
+        &[&["work"], &FAST[..], &["work"]].concat(),
+        &[
+            ("LD_PRELOAD", faketime.as_str()),
+            ("FAKETIME", "+10m"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    // The skewed worker registers, and its clock really is ahead: its birth (written from its
+    // host clock) is minutes in the future.
+    let workers = testkit::eventually(
+        "the skewed worker to register",
+        Duration::from_secs(20),
+        || {
+            let workers: Vec<String> = test.query(redis::cmd("SMEMBERS").arg("rq:workers:work"));
+            (workers.len() == 2).then_some(workers)
+        },
+    );
+    let births: Vec<String> = workers
+        .iter()
+        .map(|key| test.query(redis::cmd("HGET").arg(key).arg("birth")))
+        .collect();
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    assert!(
+        births.iter().any(|b| b.as_str() > soon.as_str()),
+        "no worker clock is ahead: {births:?}"
+    );
+    for id in &ids {
+        let status = testkit::eventually("the job to end", Duration::from_secs(60), || {
+            status(&test, id).filter(|s| s == "finished" || s == "failed")
+        });
+        assert_eq!(status, "finished", "{id} was taken over:\n{}", skewed.log());
+    }
+    skewed.signal(libc::SIGTERM);
+    assert!(skewed.wait(Duration::from_secs(20)).success());
+    runner.signal(libc::SIGTERM);
+    assert!(runner.wait(Duration::from_secs(20)).success());
+}

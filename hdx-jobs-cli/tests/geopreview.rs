@@ -93,6 +93,7 @@ impl Geo {
             ("HDX_GIS_TMP", self.tmp().display().to_string()),
             ("HDX_DOMAIN", format!("127.0.0.1:{}", self.files.port())),
             ("HDX_USER_AGENT", "HDX-TEST".to_string()),
+            ("HDX_CKAN_ALLOW_HTTP", "true".to_string()),
             ("MAX_EXTRACTED_SIZE_MB", "10".to_string()),
             ("MAX_ARCHIVE_ENTRIES", "50".to_string()),
             ("RQ_WORKER_TIMEOUT", "120".to_string()),
@@ -805,6 +806,28 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
     let many_refs: Vec<(&str, Vec<u8>)> =
         many.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     python_zip(&crowded, &many_refs);
+    // One entry, but an end record declaring 65,535: refused before the zip is parsed.
+    let declares_many = geo.made("declares_many.zip");
+    python_zip(
+        &declares_many,
+        &[("ok.geojson", sample_bytes("districts.geojson"))],
+    );
+    let mut bytes = std::fs::read(&declares_many).expect("zip");
+    let end = bytes
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 0x05, 0x06])
+        .expect("end record");
+    bytes[end + 8..end + 12].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    std::fs::write(&declares_many, bytes).expect("patch");
+    // Two KML folders (two layers, named in GDAL's argv), one named like an option.
+    let placemark = |name: &str, x: f64| {
+        format!("<Folder><name>{name}</name><Placemark><name>p</name><Point><coordinates>{x},1</coordinates></Point></Placemark></Folder>")
+    };
+    let dash_kml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><kml xmlns=\"http://www.opengis.net/kml/2.2\"><Document>{}{}</Document></kml>",
+        placemark("ok", 1.0),
+        placemark("-skipfailures", 2.0)
+    );
     // The sample districts as a shapefile cut in the middle of its second polygon, zipped whole.
     let shp = testkit::geo::shapefile(
         &testkit::sample("geo/districts.geojson"),
@@ -864,6 +887,22 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
             class: "FileTooLargeException",
             kind: "file-too-large",
             message: Some("archive too large: 60 entries (at most 50)".into()),
+        },
+        Case {
+            resource_id: "declares-many",
+            url: Some(serve("declares_many.zip", &declares_many)),
+            dict: json!({}),
+            class: "FileTooLargeException",
+            kind: "file-too-large",
+            message: Some("archive too large: 65535 entries (at most 50)".into()),
+        },
+        Case {
+            resource_id: "dash-layer",
+            url: Some(geo.serve_file("dash.kml", dash_kml.into_bytes())),
+            dict: json!({}),
+            class: "PushingToPostgisException",
+            kind: "pushing-to-postgis-problem",
+            message: Some("Problem during ogr2ogr import to postgis".into()),
         },
         Case {
             resource_id: "truncated",
@@ -1215,6 +1254,120 @@ fn hostile_and_broken_inputs_fail_cleanly_and_the_worker_survives() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Contributors control resource URLs: a URL (or a redirect) to the worker's loopback, its
+/// private network or the cloud metadata address must never be fetched, whatever its spelling
+/// (a name resolving to 127.0.0.1, IPv4-mapped IPv6, a decimal address). Each such job is
+/// reported to CKAN as a failure saying the address is not allowed, with nothing about the
+/// transport (no port, no connection error: no port-scan oracle), and ends without a retry;
+/// the internal server sees no request.
+#[test]
+fn regression_resource_urls_never_reach_internal_addresses() {
+    let geo = Geo::new();
+    let internal = FakeServer::start();
+    internal.reply(
+        "/secret.geojson",
+        Reply::bytes(sample_bytes("districts.geojson")).header(
+            "Content-Disposition",
+            "attachment; filename=\"secret.geojson\"",
+        ),
+    );
+    let port = internal.port();
+    let attacks = [
+        (
+            "loopback",
+            format!("http://127.0.0.1:{port}/secret.geojson"),
+        ),
+        (
+            "dns-name",
+            format!("http://localhost:{port}/secret.geojson"),
+        ),
+        (
+            "mapped",
+            format!("http://[::ffff:127.0.0.1]:{port}/secret.geojson"),
+        ),
+        (
+            "decimal",
+            format!("http://2130706433:{port}/secret.geojson"),
+        ),
+        ("hex", format!("http://0x7f.0.0.1:{port}/secret.geojson")),
+        ("v6-loopback", format!("http://[::1]:{port}/secret.geojson")),
+        ("private", "http://10.20.30.40/secret.geojson".to_string()),
+        ("cgnat", "http://100.64.0.1/secret.geojson".to_string()),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/x.geojson".to_string(),
+        ),
+        ("ula", "http://[fd00::1]/secret.geojson".to_string()),
+    ];
+    let mut ids = Vec::new();
+    {
+        // CKAN's host is somewhere else: nothing local is exempt.
+        let _worker = geo.worker(&[("HDX_DOMAIN", "ckan.invalid")]);
+        for (name, url) in &attacks {
+            ids.push(geo.enqueue_pickle(&geo.job_dict(&format!("ssrf-{name}"), Some(url)), 60));
+        }
+        for (name, url) in &attacks {
+            let resource = format!("ssrf-{name}");
+            let info = geo.shape_info(&resource);
+            let host = url::Url::parse(url)
+                .expect("url")
+                .host_str()
+                .expect("host")
+                .to_string();
+            assert_eq!(
+                info,
+                failure_info(
+                    &format!("pre_ssrf_{}", name.replace('-', "_")),
+                    "AddressNotAllowedException",
+                    "missing-url",
+                    &format!("Url missing or has a problem: the address of {host} is not allowed"),
+                ),
+                "{name}: {url}"
+            );
+            assert!(!info["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&port.to_string()));
+        }
+    }
+    {
+        // An allowed host that redirects to a forbidden one: the hop is refused too.
+        let redirector = FakeServer::start();
+        redirector.reply(
+            "/moving.geojson",
+            Reply::status(302).header(
+                "Location",
+                &format!("http://127.0.0.1:{port}/secret.geojson"),
+            ),
+        );
+        let _worker = geo.worker(&[
+            ("HDX_DOMAIN", "ckan.invalid"),
+            ("HDX_OUTBOUND_ALLOW", "localhost"),
+        ]);
+        let url = format!("http://localhost:{}/moving.geojson", redirector.port());
+        ids.push(geo.enqueue_pickle(&geo.job_dict("ssrf-redirect", Some(&url)), 60));
+        let info = geo.shape_info("ssrf-redirect");
+        assert_eq!(info["error_class"], "AddressNotAllowedException");
+        assert_eq!(
+            info["message"],
+            "Url missing or has a problem: the address of 127.0.0.1 is not allowed"
+        );
+        assert_eq!(
+            redirector.requests_to("/moving.geojson").len(),
+            1,
+            "the first hop is allowed"
+        );
+    }
+    assert!(internal.requests().is_empty(), "{:?}", internal.requests());
+    for id in &ids {
+        // Finished: the failure went to CKAN, and RQ has nothing to retry.
+        testkit::eventually("the job finished", Duration::from_secs(30), || {
+            common::status(&geo.redis, id).filter(|s| s == "finished")
+        });
+    }
+    assert!(geo.tables("pre_ssrf").is_empty());
+}
+
 /// A GDAL crash (here: the import child aborting) or a hanging import kills only the child:
 /// the job is reported as failed and the worker carries on.
 #[test]
@@ -1290,6 +1443,77 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
         geo.leftover_files()
     );
     assert!(geo.tables("hdx_stage").is_empty());
+}
+
+/// The import child, where hostile files are parsed, starts confined: its environment holds
+/// only what GDAL and PROJ need (no API key, no database settings, nothing else of the
+/// worker's), and it runs under limits on address space, CPU time and file size, with no core
+/// dumps. A stand-in child records what it was given.
+#[test]
+fn the_import_child_starts_with_a_cleared_environment_and_limits() {
+    let geo = Geo::new();
+    let seen = geo.made("seen");
+    let script = geo.made("record.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv > '{0}.env'\ncat /proc/self/limits > '{0}.limits'\ncat >/dev/null\n",
+            seen.display()
+        ),
+    )
+    .expect("script");
+    let output = Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .output()
+        .expect("chmod");
+    testkit::check(&output, "chmod");
+    let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
+    let _worker = geo.worker(&[
+        ("HDX_GEO_IMPORT_PROGRAM", script.to_str().expect("utf-8")),
+        ("HDX_GEO_IMPORT_MAX_MEMORY_MB", "1536"),
+        ("GDAL_DATA", "/usr/share/gdal"),
+        ("SOME_WORKER_SECRET", "do-not-leak"),
+    ]);
+    geo.enqueue_pickle(&geo.job_dict("confined", Some(&url)), 60);
+    assert_eq!(
+        geo.shape_info("confined")["state"],
+        "failure",
+        "no report from the stand-in"
+    );
+    let env = std::fs::read_to_string(seen.with_extension("env")).expect("env recorded");
+    for leaked in [API_KEY, "do-not-leak", "HDX_", "PGPASSWORD", "REDIS"] {
+        assert!(!env.contains(leaked), "{leaked} reached the child:\n{env}");
+    }
+    assert!(env.contains("GDAL_DATA=/usr/share/gdal"), "{env}");
+    assert!(env.contains("PROJ_NETWORK=OFF"), "{env}");
+    let limits = std::fs::read_to_string(seen.with_extension("limits")).expect("limits");
+    let limit = |name: &str| -> String {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        limit("Max address space"),
+        (1536u64 * 1024 * 1024).to_string(),
+        "{limits}"
+    );
+    assert_eq!(limit("Max core file size"), "0", "{limits}");
+    for bounded in ["Max cpu time", "Max file size"] {
+        let value = limit(bounded);
+        assert!(
+            value.parse::<u64>().is_ok(),
+            "{bounded} is {value:?}:\n{limits}"
+        );
+    }
 }
 
 /// The database's host, user and password never reach CKAN, whatever fails; without an API key
@@ -1553,7 +1777,7 @@ fn the_cli_imports_deletes_and_cleans_up() {
     let output = run(geo.command().args(["geopreview", "cleanup"]));
     testkit::check(&output, "cleanup");
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(report["deletable"], json!(["cli-3", "cli-4"]));
+    assert_eq!(report["deletable"], json!(["pre_cli_3", "pre_cli_4"]));
     assert_eq!(report["deleted"], false);
     assert_eq!(geo.tables("pre_").len(), 5);
     assert_eq!(
@@ -1571,8 +1795,19 @@ fn the_cli_imports_deletes_and_cleans_up() {
         list,
         Reply::json(json!({"success": true, "result": ["cli-0", "cli-1", "cli-2", "other"]})),
     );
+    // Two of five layers are more than HDX_CLEANUP_MAX_SHARE (10 %): refused unless forced.
     let output = run(geo.command().args(["geopreview", "cleanup", "--apply"]));
-    testkit::check(&output, "cleanup --apply");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("refusing to drop 2 of 5 layers"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(geo.tables("pre_").len(), 5);
+    let output = run(geo
+        .command()
+        .args(["geopreview", "cleanup", "--apply", "--force"]));
+    testkit::check(&output, "cleanup --apply --force");
     assert_eq!(
         geo.tables("pre_"),
         vec!["pre_cli_0", "pre_cli_1", "pre_cli_2"]

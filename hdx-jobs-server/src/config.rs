@@ -1,8 +1,10 @@
 //! The server's settings: the library's [`Config`] plus what only the HTTP layer needs.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hdx_jobs::config::{Config, ConfigError, Env};
+use hdx_jobs::outbound::IpNet;
 use hdx_jobs::secret::Secret;
 
 /// Settings of the HTTP API.
@@ -14,9 +16,18 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Path of the monitor (`MONITOR_URL`, default `/monitor`).
     pub monitor_path: String,
-    /// `HDX_JOBS_API_TOKEN`: when set, `/api/*` and the monitor's actions need
-    /// `Authorization: Bearer <token>`.
+    /// `HDX_JOBS_API_TOKEN`: `/api/*`, the monitor and `/metrics` need it (as a bearer token,
+    /// or the Basic-auth password for the monitor and `/metrics`) unless the caller is in a
+    /// trusted network. Set but empty is an error, never "open".
     pub api_token: Option<Secret>,
+    /// `HDX_JOBS_TRUSTED_NETWORKS`: CIDRs whose callers need no token (CKAN on the same private
+    /// network), comma separated.
+    pub trusted_networks: Vec<IpNet>,
+    /// `HDX_JOBS_TRUST_PROXY` (default false): honour `X-Forwarded-Host`/`-Proto` (only behind a
+    /// proxy that sets them).
+    pub trust_proxy: bool,
+    /// `HDX_JOBS_TILE_STATEMENT_TIMEOUT` in seconds (default 5): the longest a tile query may run.
+    pub tile_statement_timeout: Duration,
     /// `EVENTS_API_ENABLED` (`true` enables the change-events endpoint).
     pub events_api_enabled: bool,
     /// Largest request body accepted (`HDX_JOBS_MAX_BODY_BYTES`, default 32 MiB: CKAN dataset
@@ -36,6 +47,32 @@ impl ServerConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let core = Config::from_lookup(&lookup)?;
         let env = Env::new(&lookup);
+        if let Some(raw) = lookup("HDX_JOBS_API_TOKEN") {
+            if raw.trim().is_empty() {
+                return Err(ConfigError {
+                    name: "HDX_JOBS_API_TOKEN",
+                    value: raw,
+                    reason: "an empty token would open the API: unset it, or set a token".into(),
+                });
+            }
+        }
+        let trusted_networks = env
+            .string("HDX_JOBS_TRUSTED_NETWORKS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| {
+                        IpNet::parse(item).map_err(|e| ConfigError {
+                            name: "HDX_JOBS_TRUSTED_NETWORKS",
+                            value: list.clone(),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         let port: u16 = env.parse("APP_PORT")?.unwrap_or(5000);
         let monitor = env.string_or("MONITOR_URL", "/monitor");
         let monitor_path = format!("/{}", monitor.trim_matches('/'));
@@ -44,6 +81,9 @@ impl ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             monitor_path,
             api_token: env.secret("HDX_JOBS_API_TOKEN"),
+            trusted_networks,
+            trust_proxy: env.flag("HDX_JOBS_TRUST_PROXY", false)?,
+            tile_statement_timeout: env.seconds("HDX_JOBS_TILE_STATEMENT_TIMEOUT", 5.0)?,
             events_api_enabled: env
                 .string("EVENTS_API_ENABLED")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
@@ -77,5 +117,25 @@ mod tests {
         assert_eq!(c.bind.port(), 8080);
         assert_eq!(c.monitor_path, "/ops/rq");
         assert!(c.events_api_enabled);
+    }
+
+    #[test]
+    fn an_empty_token_is_an_error_not_open() {
+        for empty in ["", "  "] {
+            let err = ServerConfig::from_lookup(|k| {
+                (k == "HDX_JOBS_API_TOKEN").then(|| empty.to_string())
+            })
+            .expect_err("empty token");
+            assert!(err.to_string().contains("HDX_JOBS_API_TOKEN"));
+        }
+        let c = ServerConfig::from_lookup(|k| {
+            (k == "HDX_JOBS_TRUSTED_NETWORKS").then(|| "10.0.0.0/8, fd00::/8".to_string())
+        })
+        .expect("networks");
+        assert_eq!(c.trusted_networks.len(), 2);
+        assert!(ServerConfig::from_lookup(|k| {
+            (k == "HDX_JOBS_TRUSTED_NETWORKS").then(|| "10.0.0.0/33".to_string())
+        })
+        .is_err());
     }
 }

@@ -1,11 +1,14 @@
 //! Request counts and latencies of this server process, for `/metrics`, recorded by a
-//! middleware keyed by the matched route (not the raw path, so ids do not explode the series).
+//! middleware keyed by the matched route (not the raw path, so ids do not explode the series)
+//! and by a method from a closed set (any other method counts as `OTHER`): every label comes
+//! from a bounded set, so no request can grow the series.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -103,20 +106,50 @@ impl HttpMetrics {
     }
 }
 
+/// The `method` label: one of the standard methods, else `OTHER` (HTTP allows any token as a
+/// method, so a client could otherwise create a series per request).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// The middleware.
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
     state.http_metrics().observe(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_come_from_a_closed_set() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        for made_up in ["FOO", "X-1", "PROPFIND", "CONNECT"] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), "OTHER");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! It keeps the old service's contract with CKAN (same paths, methods, JSON and status codes;
 //! the same jobs on the same queues), and adds health and readiness probes, Prometheus
-//! `/metrics`, an operators' `/monitor`, optional bearer-token auth, and `/openapi.json`
+//! `/metrics`, an operators' `/monitor`, access control ([`auth`]: closed by default off
+//! loopback), and `/openapi.json`
 //! generated from the handlers. [`router`] builds the routes over an [`AppState`]; [`run`]
 //! serves them on a listener until a shutdown future completes; [`serve`] binds the configured
 //! address first (the shape of mini-redis: binaries only parse arguments).
@@ -51,6 +52,7 @@ impl AppState {
             &config.core.gis_db,
             &config.core.geopreview.table_name_prefix,
             config.tile_cache_bytes,
+            config.tile_statement_timeout,
         )
         .map_err(|e| ServeError::Config(e.to_string()))?;
         Ok(AppState {
@@ -148,6 +150,7 @@ pub fn openapi(config: &ServerConfig) -> utoipa::openapi::OpenApi {
         monitor_doc.paths.paths.insert(rebased, item);
     }
     api.merge(monitor_doc);
+    describe_security(&mut api, config);
     api.paths.paths.insert(
         "/openapi.json".into(),
         utoipa::openapi::PathItem::new(
@@ -167,6 +170,49 @@ pub fn openapi(config: &ServerConfig) -> utoipa::openapi::OpenApi {
         ),
     );
     api
+}
+
+/// Declares how protected operations authenticate ([`auth`]): `/api/*` with the bearer token,
+/// the monitor and `/metrics` with the bearer token or Basic auth (the token as password).
+/// Callers in `HDX_JOBS_TRUSTED_NETWORKS` need neither, which OpenAPI cannot say.
+fn describe_security(api: &mut utoipa::openapi::OpenApi, config: &ServerConfig) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "token",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "basic",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+    );
+    let bearer = SecurityRequirement::new("token", Vec::<String>::new());
+    let basic = SecurityRequirement::new("basic", Vec::<String>::new());
+    for (path, item) in api.paths.paths.iter_mut() {
+        let area = auth::area(path, &axum::http::Method::GET, &config.monitor_path);
+        let requirements = match area {
+            auth::Area::Open => continue,
+            auth::Area::Api => vec![bearer.clone()],
+            auth::Area::Operators | auth::Area::MonitorAction => {
+                vec![bearer.clone(), basic.clone()]
+            }
+        };
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(requirements.clone());
+        }
+    }
 }
 
 /// Every route of the service.
@@ -204,10 +250,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::protect))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             http_metrics::record,
@@ -248,17 +291,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = state.config();
-    if config.api_token.is_none() {
-        tracing::warn!("HDX_JOBS_API_TOKEN is not set: /api/* and the monitor's actions are open to anyone who can reach this port");
+    let addr = listener.local_addr()?;
+    auth::check_exposure(addr, &state).map_err(ServeError::Config)?;
+    if config.api_token.is_none() && config.trusted_networks.is_empty() {
+        tracing::warn!(%addr, "no HDX_JOBS_API_TOKEN and no HDX_JOBS_TRUSTED_NETWORKS: every endpoint is open to local callers");
     }
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
         monitor = %config.monitor_path,
         redis = %state.redis().display_url(),
         "serving the hdx-jobs API"
     );
     let layer_changes = tokio::spawn(state.inner.tiles.clone().listen_for_changes());
-    let served = axum::serve(listener, router(state))
+    // The peer address decides whether a caller is in a trusted network.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     layer_changes.abort();
@@ -270,6 +317,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    hdx_jobs::rq::payload::set_max_payload_bytes(config.core.max_payload_bytes);
     let redis = RedisClient::open(&config.core.redis_url)?;
     let addr = config.bind;
     let listener = TcpListener::bind(addr)

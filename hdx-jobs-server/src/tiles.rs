@@ -7,6 +7,10 @@
 //! and deletions send ([`hdx_jobs::geo::tiles::notify_changed`]). Metadata also expires after a
 //! minute, for changes made by other tools, and unknown layers are never cached, so a layer is
 //! servable as soon as its import commits.
+//!
+//! Bounded work: every query of the pool runs under a `statement_timeout`
+//! (`HDX_JOBS_TILE_STATEMENT_TIMEOUT`), and concurrent requests for one uncached tile share one
+//! query (the cache coalesces them), so a burst for a slow tile costs one query, not hundreds.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -90,10 +94,21 @@ pub enum TileError {
 impl TileService {
     /// A service over the layer database (no connection until the first request), with a tile
     /// cache of `cache_bytes`.
-    pub fn new(db_config: &GisDbConfig, prefix: &str, cache_bytes: u64) -> Result<Self, DbError> {
-        let pg = db_config
+    pub fn new(
+        db_config: &GisDbConfig,
+        prefix: &str,
+        cache_bytes: u64,
+        statement_timeout: Duration,
+    ) -> Result<Self, DbError> {
+        let mut pg = db_config
             .pg_config()
             .map_err(|_| DbError("the layer database settings are invalid (HDX_GISDB_*)".into()))?;
+        let timeout_ms = statement_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let options = match pg.get_options() {
+            Some(existing) => format!("{existing} -c statement_timeout={timeout_ms}"),
+            None => format!("-c statement_timeout={timeout_ms}"),
+        };
+        pg.options(&options);
         let manager = Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -165,18 +180,21 @@ impl TileService {
             x,
             y,
         };
-        if let Some(tile) = self.tiles.get(&key).await {
-            return Ok(tile);
-        }
-        let client = self.pool.get().await.map_err(|e| {
-            TileError::Db(format!("layer database unavailable: {}", pool_error(&e)))
-        })?;
-        match tiles::tile(&client, &info, z, x, y).await {
-            Ok(raw) => {
-                let tile = Arc::new(Tile::new(raw));
-                self.tiles.insert(key, tile.clone()).await;
-                Ok(tile)
-            }
+        // `try_get_with` runs one query per key at a time: concurrent misses wait for it.
+        let made = self
+            .tiles
+            .try_get_with(key, async {
+                let client = self.pool.get().await.map_err(|e| {
+                    TileError::Db(format!("layer database unavailable: {}", pool_error(&e)))
+                })?;
+                tiles::tile(&client, &info, z, x, y)
+                    .await
+                    .map(|raw| Arc::new(Tile::new(raw)))
+                    .map_err(|e| TileError::Db(e.to_string()))
+            })
+            .await;
+        match made {
+            Ok(tile) => Ok(tile),
             Err(e) => {
                 // The table may have been dropped or swapped since its metadata was read.
                 self.forget(name).await;

@@ -25,6 +25,7 @@ fn add_layer_enqueues_the_old_geopreview_job() {
     );
     let ids = server.queued("geo_q");
     assert_eq!(ids.len(), 1);
+    assert_retries(&server, &ids[0]);
     let (func, args, kwargs, timeout) = server.job_call(&ids[0]);
     assert_eq!(func, "importapi.tasks.create_preview.create_preview_task");
     assert!(kwargs.is_empty());
@@ -58,6 +59,19 @@ fn add_layer_enqueues_the_old_geopreview_job() {
         "api",
         "url_type defaults to api"
     );
+}
+
+/// Every job the API enqueues has RQ retries (3, after 10, 60 and 300 s): each task fails as
+/// retryable only when a service it reports to is down, and is safe to run again.
+fn assert_retries(server: &TestServer, id: &str) {
+    let (retries, intervals): (Option<String>, Option<String>) = server.redis.query(
+        redis::cmd("HMGET")
+            .arg(format!("rq:job:{id}"))
+            .arg("retries_left")
+            .arg("retry_intervals"),
+    );
+    assert_eq!(retries.as_deref(), Some("3"), "{id}");
+    assert_eq!(intervals.as_deref(), Some("[10, 60, 300]"), "{id}");
 }
 
 #[test]
@@ -270,7 +284,9 @@ fn file_structure_check_enqueues_the_old_dict() {
         &request,
     );
     assert_eq!((status, body), (200, json!({"success": true})));
-    let (func, args, _, _) = server.job_call(&server.queued("fs_check_q")[0]);
+    let id = server.queued("fs_check_q")[0].clone();
+    assert_retries(&server, &id);
+    let (func, args, _, _) = server.job_call(&id);
     assert_eq!(
         func,
         "filestructurecheckapi.tasks.file_structure_check.fs_check_task"
@@ -347,7 +363,7 @@ fn delete_layers_finds_orphans_and_deletes_only_without_dry_run() {
     let expected_dry = json!({
         "state": "analysis-finished",
         "message": "Deleting 1 layers from postgis out of 3. A total of 3 resources was found on CKAN",
-        "count": 1, "items": ["ccc-3"], "dry-run": true, "error_type": "None", "error_class": "None"
+        "count": 1, "items": ["pre_ccc_3"], "dry-run": true, "error_type": "None", "error_class": "None"
     });
     assert_eq!(
         server.get("/api/delete-layers"),
@@ -385,6 +401,61 @@ fn delete_layers_finds_orphans_and_deletes_only_without_dry_run() {
         2,
         "a broken CKAN list deletes nothing"
     );
+}
+
+/// Layers are matched to CKAN's ids by the import's own naming (the old cleanup turned `_` back
+/// into `-` and dropped the layers of ids with `_`), and a run that would drop more than
+/// `HDX_CLEANUP_MAX_SHARE` of the layers (a truncated CKAN list) is refused unless forced.
+#[test]
+fn regression_cleanup_keeps_ids_with_underscores_and_refuses_a_truncated_list() {
+    let server = TestServer::start(&[("HDX_CLEANUP_MAX_SHARE", "25%")]);
+    let mut sql = String::new();
+    for i in 0..8 {
+        sql.push_str(&format!("CREATE TABLE pre_res_{i} (id int);"));
+    }
+    sql.push_str("CREATE TABLE pre_gone_1 (id int);");
+    server
+        .postgres
+        .client()
+        .batch_execute(&sql)
+        .expect("tables");
+    // Ids with `_` and `.`: their layers are pre_res_0, pre_res_1.
+    let mut ids: Vec<String> = vec!["res_0".into(), "res.1".into()];
+    ids.extend((2..8).map(|i| format!("res-{i}")));
+    let list = "/api/action/hdx_resource_id_list";
+    server
+        .ckan
+        .reply(list, Reply::json(json!({"success": true, "result": ids})));
+    let (_, body) = server.get("/api/delete-layers/dry-run/false");
+    assert_eq!(body["state"], "successful", "{body}");
+    assert_eq!(body["items"], json!(["pre_gone_1"]));
+    assert_eq!(
+        tables(&server).len(),
+        8,
+        "every layer whose resource exists is kept"
+    );
+
+    // CKAN's answer cut in half: 4 of 8 layers look orphaned, more than 25 %.
+    server.ckan.reply(
+        list,
+        Reply::json(json!({"success": true, "result": ids[..4]})),
+    );
+    let (_, body) = server.get("/api/delete-layers/dry-run/false");
+    assert_eq!(body["state"], "failure", "{body}");
+    assert_eq!(body["error_class"], "CkanInfoException");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refusing to drop 4 of 8"),
+        "{body}"
+    );
+    assert_eq!(tables(&server).len(), 8, "nothing dropped");
+    let (_, dry) = server.get("/api/delete-layers/dry-run/true");
+    assert_eq!(dry["count"], 4, "a dry run still reports them");
+    let (_, forced) = server.get("/api/delete-layers/dry-run/false?force=true");
+    assert_eq!(forced["state"], "successful", "{forced}");
+    assert_eq!(tables(&server).len(), 4);
 }
 
 #[test]
@@ -484,39 +555,233 @@ fn version_health_and_readiness() {
     assert_eq!(body["status"], "unavailable");
 }
 
-#[test]
-fn a_token_protects_the_api_and_the_monitors_actions() {
-    let server = TestServer::start(&[("HDX_JOBS_API_TOKEN", "t0ken")]);
-    let event = json!({"event_name": "x"});
-    let (status, body) = server.post_json("/api/send-analytics", &event);
-    assert_eq!(status, 401);
-    assert_eq!(body["error_class"], "Unauthorized");
+/// A request with optional headers; status and body.
+fn request(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
     let agent = TestServer::agent();
-    let with_token = |token: &str| {
-        common::read(
-            agent
-                .post(&format!("{}/api/send-analytics", server.url))
-                .header("Content-Type", "application/json")
-                .header("Authorization", &format!("Bearer {token}"))
-                .send(event.to_string())
-                .expect("POST"),
-        )
+    let url = format!("{}{path}", server.url);
+    let response = match method {
+        "GET" => {
+            let mut r = agent.get(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.post(&url).header("Content-Type", "application/json");
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send("{}")
+        }
     };
-    assert_eq!(with_token("wrong").0, 401);
-    assert_eq!(with_token("t0ken"), (200, json!({"success": true})));
-    assert_eq!(server.queued("analytics_q").len(), 1);
+    common::read(response.expect("request"))
+}
+
+/// With a token, everything but the probes, the OpenAPI document, tiles and the preview needs
+/// it: the API as a bearer token; the monitor and /metrics also as a Basic-auth password (so a
+/// browser and Prometheus can log in). Monitor actions come from the monitor page only, and
+/// cross-site browser requests are refused even with valid credentials.
+#[test]
+fn a_token_protects_the_api_the_monitor_and_metrics() {
+    let mut server = TestServer::start(&[("HDX_JOBS_API_TOKEN", "t0ken")]);
+    server.start_worker(&["analytics_q"]);
+    let bearer = ("Authorization", "Bearer t0ken");
+    let basic_value = format!("Basic {}", base64_encode(b"ops:t0ken"));
+    let basic = ("Authorization", basic_value.as_str());
+    let monitor = ("X-HDX-Jobs-Monitor", "1");
+
+    let (status, body) = server.post_json("/api/send-analytics", &json!({"event_name": "x"}));
     assert_eq!(
-        server.get("/monitor/api/overview").0,
-        200,
-        "reading the monitor stays open"
+        (status, body["error_class"].as_str()),
+        (401, Some("Unauthorized"))
     );
     assert_eq!(
-        server
-            .post_json("/monitor/api/queues/analytics_q/empty", &json!({}))
-            .0,
+        request(
+            &server,
+            "GET",
+            "/api/delete-layers",
+            &[("Authorization", "Bearer wrong")]
+        )
+        .0,
         401
     );
-    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(
+        request(&server, "GET", "/api/delete-layers", &[basic]).0,
+        401,
+        "no Basic for the API"
+    );
+    let (status, _) = request(&server, "GET", "/api/scheduler/list_jobs", &[bearer]);
+    assert_eq!(status, 200);
+
+    for path in ["/monitor", "/monitor/api/overview", "/metrics"] {
+        let response = TestServer::agent()
+            .get(&format!("{}{path}", server.url))
+            .call()
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), 401, "{path}");
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(challenge.starts_with("Basic"), "{path}: {challenge}");
+        assert_eq!(request(&server, "GET", path, &[basic]).0, 200, "{path}");
+        assert_eq!(request(&server, "GET", path, &[bearer]).0, 200, "{path}");
+    }
+    for open in ["/healthz", "/version", "/about", "/openapi.json"] {
+        assert_eq!(server.get(open).0, 200, "{open}");
+    }
+
+    let empty = "/monitor/api/queues/analytics_q/empty";
+    assert_eq!(
+        request(&server, "POST", empty, &[basic]).0,
+        403,
+        "not from the monitor page"
+    );
+    assert_eq!(request(&server, "POST", empty, &[basic, monitor]).0, 200);
+    let host = server.url.trim_start_matches("http://").to_string();
+    let same_origin = format!("http://{host}");
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            empty,
+            &[basic, monitor, ("Origin", &same_origin)]
+        )
+        .0,
+        200
+    );
+    for cross in [
+        ("Origin", "https://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        assert_eq!(
+            request(&server, "POST", empty, &[basic, monitor, cross]).0,
+            403,
+            "{cross:?}"
+        );
+        assert_eq!(
+            request(
+                &server,
+                "GET",
+                "/api/delete-layers/dry-run/false",
+                &[bearer, cross]
+            )
+            .0,
+            403
+        );
+    }
+}
+
+/// Callers in `HDX_JOBS_TRUSTED_NETWORKS` need no token (CKAN on the same private network);
+/// others do, and get 401 even when no token is configured at all.
+#[test]
+fn trusted_networks_need_no_token_and_others_are_refused() {
+    let trusted = TestServer::start(&[("HDX_JOBS_TRUSTED_NETWORKS", "127.0.0.0/8")]);
+    assert_eq!(trusted.get("/api/scheduler/list_jobs").0, 200);
+    assert_eq!(trusted.get("/monitor/api/overview").0, 200);
+    assert_eq!(trusted.get("/metrics").0, 200);
+    let elsewhere = TestServer::start(&[("HDX_JOBS_TRUSTED_NETWORKS", "10.0.0.0/8, fd00::/8")]);
+    assert_eq!(elsewhere.get("/api/scheduler/list_jobs").0, 401);
+    assert_eq!(elsewhere.get("/metrics").0, 401);
+    assert_eq!(elsewhere.get("/healthz").0, 200);
+}
+
+/// Closed by default: on a non-loopback address the server refuses to start with neither a
+/// token nor trusted networks; an empty token is an error, never "open".
+#[test]
+fn the_server_will_not_start_open_on_the_network() {
+    let redis = testkit::TestRedis::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = |vars: &[(&str, &str)]| {
+        let url = redis.url().to_string();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        hdx_jobs_server::ServerConfig::from_lookup(move |k| {
+            if k == "HDX_REDIS_URL" {
+                return Some(url.clone());
+            }
+            vars.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    let serve = |config: hdx_jobs_server::ServerConfig| {
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+                .await
+                .expect("bind");
+            let client = hdx_jobs::RedisClient::open(&config.core.redis_url).expect("redis");
+            let state = hdx_jobs_server::AppState::new(client, config).expect("state");
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                hdx_jobs_server::run(listener, state, std::future::ready(())),
+            )
+            .await
+        })
+    };
+    let refused = serve(config(&[]).expect("config"))
+        .expect("returns at once")
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("HDX_JOBS_API_TOKEN"),
+        "{refused}"
+    );
+    for allowed in [
+        &[("HDX_JOBS_API_TOKEN", "t")][..],
+        &[("HDX_JOBS_TRUSTED_NETWORKS", "10.0.0.0/8")],
+    ] {
+        let outcome = serve(config(allowed).expect("config"));
+        assert!(
+            outcome.is_ok() && outcome.expect("served").is_ok(),
+            "{allowed:?}"
+        );
+    }
+    assert!(config(&[("HDX_JOBS_API_TOKEN", "")]).is_err());
+}
+
+/// Every label of the HTTP metrics comes from a bounded set: made-up methods count as OTHER.
+#[test]
+fn metrics_labels_cannot_be_inflated_by_requests() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(&[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    for i in 0..20 {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "M{i}X /api/delete-layers HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+    let metrics = TestServer::agent()
+        .get(&format!("{}/metrics", server.url))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
+    assert!(!metrics.contains("M1X"), "{metrics}");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]

@@ -89,8 +89,7 @@ fn the_monitor_api_lists_inspects_and_acts() {
     );
 
     // Requeue runs it again (and it fails again), delete removes it.
-    let (code, answer) =
-        server.post_json(&format!("/monitor/api/jobs/{failed}/requeue"), &json!({}));
+    let (code, answer) = server.monitor_action(&format!("/monitor/api/jobs/{failed}/requeue"));
     assert_eq!((code, answer), (200, json!({"ok": true, "count": 1})));
     testkit::eventually(
         "requeued job to fail again",
@@ -105,14 +104,14 @@ fn the_monitor_api_lists_inspects_and_acts() {
     );
     assert_eq!(
         server
-            .post_json(&format!("/monitor/api/jobs/{ok}/requeue"), &json!({}))
+            .monitor_action(&format!("/monitor/api/jobs/{ok}/requeue"))
             .0,
         409,
         "only failed jobs"
     );
     assert_eq!(
         server
-            .post_json(&format!("/monitor/api/jobs/{failed}/delete"), &json!({}))
+            .monitor_action(&format!("/monitor/api/jobs/{failed}/delete"))
             .0,
         200
     );
@@ -130,9 +129,79 @@ fn the_monitor_api_lists_inspects_and_acts() {
         (Some(3), Some(1))
     );
     assert_eq!(page["jobs"][0]["id"], waiting[2].as_str());
-    let (_, answer) = server.post_json("/monitor/api/queues/idle_q/empty", &json!({}));
+    let (_, answer) = server.monitor_action("/monitor/api/queues/idle_q/empty");
     assert_eq!(answer["count"], 3);
     assert!(server.queued("idle_q").is_empty());
+}
+
+/// Job views never show secrets: keys naming a token, key, secret, password or authorization
+/// are redacted in arguments (and in RQ's description, which repeats them), and so are
+/// credentials in URLs.
+#[test]
+fn job_views_redact_secrets() {
+    let server = TestServer::start(&[]);
+    let id = enqueue(
+        &server,
+        "analytics_q",
+        JobSpec::new("analyticsapi.tasks.send_event.send_event_task").arg(json!({
+            "event_name": "download",
+            "mixpanel_token": "mp-s3cret",
+            "mixpanel_meta": {"url": "https://user:pa55@files.example/x.csv?api_key=k3y&y=1"},
+            "nested": [{"Authorization": "Bearer b3arer", "password": "hunter2"}],
+        })),
+    );
+    let (code, detail) = server.get(&format!("/monitor/api/jobs/{id}"));
+    assert_eq!(code, 200);
+    let text = detail.to_string();
+    for secret in ["mp-s3cret", "pa55", "k3y", "b3arer", "hunter2"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    assert_eq!(detail["args"][0]["event_name"], "download");
+    assert_eq!(detail["args"][0]["mixpanel_token"], "[redacted]");
+    assert!(detail["description"]
+        .as_str()
+        .unwrap_or("")
+        .contains("[redacted]"));
+    let (_, page) = server.get("/monitor/api/queues/analytics_q/jobs");
+    assert!(!page.to_string().contains("mp-s3cret"), "{page}");
+}
+
+/// Regression: one unauthenticated `GET /monitor/api/jobs/<id>` of a job whose pickle nests
+/// lists 200,000 deep aborted the whole server (stack overflow). Now the view shows why the
+/// payload cannot be read, and the server goes on answering.
+#[test]
+fn regression_a_poison_payload_does_not_take_the_server_down() {
+    let server = TestServer::start(&[]);
+    let depth = 200_000;
+    let mut pickle = vec![0x80, 0x04];
+    pickle.extend(std::iter::repeat_n(b']', depth));
+    pickle.extend(std::iter::repeat_n(b'a', depth - 1));
+    pickle.push(b'.');
+    let data = hdx_jobs::rq::payload::zlib_compress(&pickle);
+    let _: i64 = server.redis.query(
+        redis::cmd("HSET")
+            .arg("rq:job:poison")
+            .arg("data")
+            .arg(data)
+            .arg("origin")
+            .arg("geo_q")
+            .arg("status")
+            .arg("queued"),
+    );
+    let _: i64 = server
+        .redis
+        .query(redis::cmd("RPUSH").arg("rq:queue:geo_q").arg("poison"));
+    let (code, view) = server.get("/monitor/api/jobs/poison");
+    assert_eq!(code, 200);
+    assert!(
+        view["payload_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("deeper than"),
+        "{view}"
+    );
+    assert_eq!(server.get("/monitor/api/queues/geo_q/jobs").0, 200);
+    assert_eq!(server.get("/healthz").0, 200, "the server is still up");
 }
 
 #[test]

@@ -148,7 +148,8 @@ fn tiles_decode_into_the_layers_features_and_attributes() {
     }
     assert_eq!(
         get(&server, &format!("/tiles/{LAYER}/8/256/1.pbf"), &[]).0,
-        400
+        404,
+        "outside the grid: no such tile"
     );
     assert_eq!(
         get(&server, &format!("/tiles/{LAYER}/8/1/1.png"), &[]).0,
@@ -333,4 +334,46 @@ fn the_shapefile_fixture_serves_tiles_over_its_extent() {
     assert!(seen.iter().all(|k| fields.contains(k)), "{seen:?}");
     assert!(seen.len() >= 41, "the attributes reach the tiles: {seen:?}");
     assert_eq!(get(&server, "/tiles/pre_fixture_shp/4/0/0.pbf", &[]).0, 204);
+}
+
+/// Tile queries are bounded: each runs under `HDX_JOBS_TILE_STATEMENT_TIMEOUT`, so a slow tile
+/// fails with 503 instead of holding a connection; and a high-zoom tile inside a huge polygon
+/// (clipped to the tile before it is simplified) is the polygon's piece of the tile.
+#[test]
+fn tile_queries_run_under_a_statement_timeout_and_clip_first() {
+    let build = "CREATE TABLE pre_heavy (ogc_fid serial PRIMARY KEY, name text, wkb_geometry geometry(Geometry, 4326));
+         INSERT INTO pre_heavy (name, wkb_geometry)
+           SELECT 'p' || i, ST_SetSRID(ST_MakePoint(-180 + (i % 3600) * 0.1, -80 + (i / 3600) * 0.1), 4326)
+           FROM generate_series(1, 200000) AS i;
+         CREATE TABLE pre_huge (ogc_fid serial PRIMARY KEY, name text, wkb_geometry geometry(Polygon, 4326));
+         INSERT INTO pre_huge (name, wkb_geometry)
+           VALUES ('disc', ST_Buffer(ST_SetSRID(ST_MakePoint(20, 0), 4326), 30, 25000));
+         ANALYZE pre_heavy; ANALYZE pre_huge;";
+
+    let strict = TestServer::start(&[("HDX_JOBS_TILE_STATEMENT_TIMEOUT", "0.001")]);
+    strict
+        .postgres
+        .client()
+        .batch_execute(build)
+        .expect("layers");
+    let (status, _, body) = get(&strict, "/tiles/pre_heavy/0/0/0.pbf", &[]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("statement timeout"));
+    assert_eq!(strict.get("/healthz").0, 200);
+
+    let normal = TestServer::start(&[]);
+    normal
+        .postgres
+        .client()
+        .batch_execute(build)
+        .expect("layers");
+    let (status, _, body) = get(&normal, "/tiles/pre_heavy/0/0/0.pbf", &[]);
+    assert_eq!(status, 200);
+    assert!(!decode(&body, (0, 0, 0)).is_empty());
+    let (z, x, y) = tile_of(20.0, 0.0, 14);
+    let (status, _, body) = get(&normal, &format!("/tiles/pre_huge/{z}/{x}/{y}.pbf"), &[]);
+    assert_eq!(status, 200);
+    let features = decode(&body, (z, x, y));
+    assert_eq!(features.len(), 1, "{features:?}");
+    assert_eq!(features[0]["properties"]["name"], "disc");
 }

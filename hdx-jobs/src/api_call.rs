@@ -6,16 +6,20 @@
 //!
 //! The old scheduler API passed the argument dict as the keyword argument `args`
 //! (`enqueue_in(delta, schedule_api_task, args=args)`); both that and one positional dict are
-//! accepted. The API key is the worker's (`HDX_GIS_API_KEY`), unless an old job carries one.
+//! accepted. The API key is the worker's (`HDX_GIS_API_KEY`), unless an old job carries one;
+//! CKAN's URL and TLS verification are always the worker's ([`worker_setting`]), so a job can
+//! never send the key elsewhere. The job's result is a summary of CKAN's answer
+//! ([`summarize_answer`]), not the answer itself: results are shown to operators and kept in
+//! Redis, and an action's answer may hold private data.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::ckan::{CkanClient, CkanError};
-use crate::config::CkanConfig;
+use crate::config::{worker_setting, CkanConfig};
 use crate::secret::Secret;
 use crate::task::{CallArgs, JobContext, Task, TaskError};
 
@@ -89,12 +93,12 @@ impl Task for ScheduleApiCallTask {
 
     async fn run(&self, ctx: &JobContext, args: ApiCallArgs) -> Result<Value, TaskError> {
         let mut ckan = self.ckan.clone();
-        if let Some(url) = args.ckan_api_base_url.filter(|u| !u.is_empty()) {
-            ckan.api_base_url = Some(url);
-        }
-        if let Some(verify) = args.verify_ckan_ssl {
-            ckan.verify_ssl = verify;
-        }
+        ckan.api_base_url = worker_setting(
+            "ckan_api_base_url",
+            args.ckan_api_base_url.filter(|u| !u.is_empty()).map(Some),
+            ckan.api_base_url,
+        );
+        ckan.verify_ssl = worker_setting("verify_ckan_ssl", args.verify_ckan_ssl, ckan.verify_ssl);
         if let Some(agent) = args.hdx_user_agent.filter(|a| !a.is_empty()) {
             ckan.user_agent = agent;
         }
@@ -108,6 +112,7 @@ impl Task for ScheduleApiCallTask {
             .as_deref()
             .is_some_and(|m| m.eq_ignore_ascii_case("post"));
         tracing::info!(job_id = ctx.job_id(), action = %spec.action, post, "calling CKAN");
+        let action = spec.action.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let client = CkanClient::new(&ckan, key, CALL_TIMEOUT)?;
             if post {
@@ -121,12 +126,36 @@ impl Task for ScheduleApiCallTask {
         })
         .await
         .map_err(|e| TaskError::permanent("TaskPanicked", e.to_string()))?;
-        outcome.map_err(|e| match &e {
+        let answer = outcome.map_err(|e| match &e {
             CkanError::Config(_) => TaskError::permanent("wrong-configuration", e.to_string()),
             _ if e.is_transient() => TaskError::retryable("CkanUnavailable", e.to_string()),
             _ => TaskError::permanent("CkanError", e.to_string()),
-        })
+        })?;
+        let summary = summarize_answer(&action, post, &answer);
+        tracing::info!(job_id = ctx.job_id(), %summary, "CKAN answered");
+        Ok(summary)
     }
+}
+
+/// What the job keeps of CKAN's answer: the action, the method, CKAN's `success` flag and the
+/// shape of `result` (its type and size), never its content.
+pub fn summarize_answer(action: &str, post: bool, answer: &Value) -> Value {
+    let result = answer.get("result").unwrap_or(&Value::Null);
+    let (kind, size) = match result {
+        Value::Null => ("null", None),
+        Value::Bool(_) => ("bool", None),
+        Value::Number(_) => ("number", None),
+        Value::String(text) => ("string", Some(text.chars().count())),
+        Value::Array(items) => ("list", Some(items.len())),
+        Value::Object(map) => ("dict", Some(map.len())),
+    };
+    json!({
+        "action": action,
+        "method": if post { "POST" } else { "GET" },
+        "success": answer.get("success").cloned().unwrap_or(Value::Null),
+        "result_type": kind,
+        "result_size": size,
+    })
 }
 
 /// Query parameters the way Python's `requests` encodes a dict: `None` dropped, booleans as
@@ -176,6 +205,20 @@ mod tests {
                 ("tags".into(), "a".into()),
                 ("tags".into(), "b".into())
             ]
+        );
+    }
+
+    #[test]
+    fn the_result_is_a_summary_of_the_answer() {
+        let answer = json!({"success": true, "result": {"private_field": "secret", "b": 2}});
+        assert_eq!(
+            summarize_answer("package_show", false, &answer),
+            json!({"action": "package_show", "method": "GET", "success": true,
+                   "result_type": "dict", "result_size": 2})
+        );
+        assert_eq!(
+            summarize_answer("hdx_cleanup", true, &json!({"success": false}))["result_type"],
+            "null"
         );
     }
 

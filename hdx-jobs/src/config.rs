@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 /// Settings shared by the CLI, the worker and the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The queue Redis: `HDX_REDIS_URL`, else built from `HDX_REDIS_ADDR`, `HDX_REDIS_PORT`,
     /// `HDX_REDIS_GISDB` (defaults `gisredis`, 6379, 1).
@@ -34,6 +34,12 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// The event bus (Redis stream) of change events.
     pub events: EventsConfig,
+    /// Addresses that outgoing requests whose target comes from a job may reach besides public
+    /// ones (`HDX_OUTBOUND_ALLOW`: CIDRs and host names, comma separated; default none).
+    pub outbound: crate::outbound::OutboundPolicy,
+    /// Largest decompressed job payload, meta or result read from Redis
+    /// (`HDX_JOBS_MAX_PAYLOAD_MB`, default 64): a payload over it fails its job.
+    pub max_payload_bytes: usize,
 }
 
 /// Event bus settings (the Redis stream change events go to).
@@ -98,6 +104,11 @@ pub struct CkanConfig {
     pub fs_check_revise_action: String,
     /// `RESOURCE_ID_LIST_ACTION` (default `hdx_resource_id_list`).
     pub resource_id_list_action: String,
+    /// `HDX_CKAN_ALLOW_HTTP` (default false): downloads from the CKAN host over plain http carry
+    /// the API key too (local stacks, tests). Otherwise only https does.
+    pub allow_http: bool,
+    /// `HDX_HXL_PROXY_URL`: when set, file-structure checks fetch only URLs under it.
+    pub hxl_proxy_url: Option<String>,
 }
 
 impl CkanConfig {
@@ -121,6 +132,8 @@ impl CkanConfig {
             ),
             resource_id_list_action: env
                 .string_or("RESOURCE_ID_LIST_ACTION", "hdx_resource_id_list"),
+            allow_http: env.flag("HDX_CKAN_ALLOW_HTTP", false)?,
+            hxl_proxy_url: env.string("HDX_HXL_PROXY_URL"),
         })
     }
 }
@@ -251,6 +264,28 @@ impl AnalyticsConfig {
     }
 }
 
+/// The worker's value of a setting that old jobs also carry in their argument dict (the old API
+/// copied its environment into every job). Where the setting decides where secrets go or what
+/// is written (CKAN's URL and host, TLS verification, the download folder, the table prefix),
+/// the worker's configuration wins: anything that can write the queue could otherwise send the
+/// API key elsewhere or write outside the download folder. A differing value in the job is
+/// ignored with a warning.
+pub fn worker_setting<T: PartialEq + std::fmt::Debug>(
+    name: &str,
+    from_job: Option<T>,
+    configured: T,
+) -> T {
+    if let Some(value) = from_job.filter(|v| *v != configured) {
+        tracing::warn!(
+            setting = name,
+            job = ?value,
+            worker = ?configured,
+            "the job's value of a worker setting is ignored"
+        );
+    }
+    configured
+}
+
 /// A setting that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}={value:?} is invalid: {reason}")]
@@ -368,6 +403,20 @@ impl Config {
             geopreview: crate::geo::config::GeopreviewConfig::from_env(&env)?,
             analytics: AnalyticsConfig::from_env(&env)?,
             events: EventsConfig::from_env(&env)?,
+            outbound: match env.string("HDX_OUTBOUND_ALLOW") {
+                None => Default::default(),
+                Some(list) => {
+                    crate::outbound::OutboundPolicy::parse(&list).map_err(|e| ConfigError {
+                        name: "HDX_OUTBOUND_ALLOW",
+                        value: list.clone(),
+                        reason: e.to_string(),
+                    })?
+                }
+            },
+            max_payload_bytes: env
+                .parse::<usize>("HDX_JOBS_MAX_PAYLOAD_MB")?
+                .unwrap_or(64)
+                .saturating_mul(1024 * 1024),
         })
     }
 }

@@ -19,6 +19,7 @@
 //! the service was unreachable, answered 429 or 5xx), so the resource is not left without a
 //! check; an unreadable `fs_check_info` history only means no sheet changes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,10 +27,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::ckan::CkanClient;
-use crate::config::{CkanConfig, Config};
+use crate::config::{worker_setting, CkanConfig, Config};
 use crate::events::detect::sheet_changes;
 use crate::events::event::python_isoformat;
 use crate::events::pyvalue::truthy;
+use crate::outbound::OutboundPolicy;
 use crate::task::{JobContext, Task, TaskError, TaskRegistry};
 
 /// The wire name of the old service.
@@ -80,18 +82,22 @@ pub struct FsCheckArgs {
 #[derive(Debug, Clone)]
 pub struct FsCheck {
     ckan: CkanConfig,
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl FsCheck {
-    /// The task with the worker's CKAN settings.
-    pub fn new(ckan: CkanConfig) -> Self {
-        FsCheck { ckan }
+    /// The task with the worker's CKAN settings and outbound policy.
+    pub fn new(config: &Config) -> Self {
+        FsCheck {
+            ckan: config.ckan.clone(),
+            outbound: Arc::new(config.outbound.clone()),
+        }
     }
 }
 
 /// Registers the file-structure check task.
 pub fn register(registry: &mut TaskRegistry, config: &Config) {
-    registry.register(FS_CHECK, FsCheck::new(config.ckan.clone()));
+    registry.register(FS_CHECK, FsCheck::new(config));
 }
 
 /// Sheet changes between the last successful check of `fs_check_info` and a new HXL proxy
@@ -150,9 +156,14 @@ impl Task for FsCheck {
 
     async fn run(&self, ctx: &JobContext, args: FsCheckArgs) -> Result<Value, TaskError> {
         let mut ckan = self.ckan.clone();
-        if let Some(url) = args.ckan_api_base_url.clone().filter(|u| !u.is_empty()) {
-            ckan.api_base_url = Some(url);
-        }
+        ckan.api_base_url = worker_setting(
+            "ckan_api_base_url",
+            args.ckan_api_base_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(Some),
+            ckan.api_base_url,
+        );
         if let Some(action) = args
             .resource_update_action
             .clone()
@@ -163,15 +174,14 @@ impl Task for FsCheck {
         if let Some(agent) = args.hdx_user_agent.clone().filter(|a| !a.is_empty()) {
             ckan.user_agent = agent;
         }
-        if let Some(verify) = &args.verify_ckan_ssl {
-            ckan.verify_ssl = match verify {
-                Value::String(s) => !matches!(
-                    s.to_ascii_lowercase().as_str(),
-                    "false" | "0" | "no" | "off" | ""
-                ),
-                other => truthy(other),
-            };
-        }
+        let job_verify = args.verify_ckan_ssl.as_ref().map(|verify| match verify {
+            Value::String(s) => !matches!(
+                s.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off" | ""
+            ),
+            other => truthy(other),
+        });
+        ckan.verify_ssl = worker_setting("verify_ckan_ssl", job_verify, ckan.verify_ssl);
         let timeout = args
             .timeout_sec
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
@@ -203,13 +213,29 @@ impl Task for FsCheck {
             "file structure check"
         );
 
-        let agent = crate::http::agent(&ckan.user_agent, true, timeout);
-        let source_info =
-            tokio::task::spawn_blocking(move || fetch_source_info(&agent, &source_url))
-                .await
-                .map_err(|e| {
-                    TaskError::permanent("InternalError", format!("fetch crashed: {e}"))
-                })??;
+        let source = url::Url::parse(source_url.trim())
+            .ok()
+            .filter(|u| source_url_allowed(u, ckan.hxl_proxy_url.as_deref()))
+            .ok_or_else(|| {
+                TaskError::permanent(
+                    "hxl-proxy",
+                    match &ckan.hxl_proxy_url {
+                        Some(proxy) => format!(
+                            "hxl_proxy_source_info_url must be an http(s) URL under {proxy}"
+                        ),
+                        None => "hxl_proxy_source_info_url must be an http(s) URL".to_string(),
+                    },
+                )
+            })?;
+        // The configured HXL proxy is the operator's choice: exempt from the guard like CKAN.
+        let mut policy = self.outbound.as_ref().clone();
+        if let Some(proxy) = &ckan.hxl_proxy_url {
+            policy = policy.exempt_host(proxy);
+        }
+        let agent = crate::http::guarded_agent(&ckan.user_agent, true, timeout, Arc::new(policy));
+        let source_info = tokio::task::spawn_blocking(move || fetch_source_info(&agent, source))
+            .await
+            .map_err(|e| TaskError::permanent("InternalError", format!("fetch crashed: {e}")))??;
 
         let sheet_changes = fs_sheet_changes(&args.fs_check_info, &source_info);
         let body = json!({
@@ -248,8 +274,27 @@ impl Task for FsCheck {
     }
 }
 
-/// GETs the source-info JSON, following redirects.
-fn fetch_source_info(agent: &ureq::Agent, url: &str) -> Result<Value, TaskError> {
+/// True when the source-info URL may be fetched: http or https, and under `HDX_HXL_PROXY_URL`
+/// (same scheme, host and port, path below the proxy's) when that is set.
+pub fn source_url_allowed(url: &url::Url, hxl_proxy: Option<&str>) -> bool {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return false;
+    }
+    let Some(proxy) = hxl_proxy else {
+        return true;
+    };
+    let Ok(proxy) = url::Url::parse(proxy.trim()) else {
+        return false;
+    };
+    let path = proxy.path().trim_end_matches('/');
+    url.scheme() == proxy.scheme()
+        && url.host() == proxy.host()
+        && url.port_or_known_default() == proxy.port_or_known_default()
+        && (url.path() == path || url.path().starts_with(&format!("{path}/")))
+}
+
+/// GETs the source-info JSON, following redirects (each hop through the outbound guard).
+fn fetch_source_info(agent: &ureq::Agent, url: url::Url) -> Result<Value, TaskError> {
     let fail = |retryable: bool, message: String| {
         if retryable {
             TaskError::retryable("hxl-proxy", message)
@@ -257,13 +302,16 @@ fn fetch_source_info(agent: &ureq::Agent, url: &str) -> Result<Value, TaskError>
             TaskError::permanent("hxl-proxy", message)
         }
     };
-    let mut current = url::Url::parse(url)
-        .map_err(|e| fail(false, format!("bad source-info URL {url:?}: {e}")))?;
+    let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let mut response = agent
-            .get(current.as_str())
-            .call()
-            .map_err(|e| fail(true, format!("cannot reach the HXL proxy: {e}")))?;
+        let mut response =
+            agent
+                .get(current.as_str())
+                .call()
+                .map_err(|e| match crate::outbound::refusal(&e) {
+                    Some(refused) => fail(false, refused.to_string()),
+                    None => fail(true, format!("cannot reach the HXL proxy: {e}")),
+                })?;
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             let location = response
@@ -278,7 +326,9 @@ fn fetch_source_info(agent: &ureq::Agent, url: &str) -> Result<Value, TaskError>
                 })?;
             current = current
                 .join(location)
-                .map_err(|e| fail(false, format!("bad redirect {location:?}: {e}")))?;
+                .ok()
+                .filter(|next| matches!(next.scheme(), "http" | "https"))
+                .ok_or_else(|| fail(false, format!("bad redirect {location:?}")))?;
             continue;
         }
         let text = response
@@ -337,6 +387,27 @@ mod tests {
                 ]}),
             ]
         );
+    }
+
+    #[test]
+    fn source_urls_stay_under_the_configured_proxy() {
+        let url = |u: &str| url::Url::parse(u).expect("url");
+        let proxy = Some("https://proxy.hxlstandard.org/api/");
+        assert!(source_url_allowed(
+            &url("https://proxy.hxlstandard.org/api/source-info?url=x"),
+            proxy
+        ));
+        for bad in [
+            "http://proxy.hxlstandard.org/api/source-info",
+            "https://proxy.hxlstandard.org:8443/api/source-info",
+            "https://proxy.hxlstandard.org/apix/source-info",
+            "https://proxy.hxlstandard.org.evil.example/api/source-info",
+            "https://evil.example/api/source-info?u=https://proxy.hxlstandard.org/api/",
+        ] {
+            assert!(!source_url_allowed(&url(bad), proxy), "{bad}");
+        }
+        assert!(source_url_allowed(&url("http://anything.example/x"), None));
+        assert!(!source_url_allowed(&url("file:///etc/passwd"), None));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Outgoing HTTP (ureq): one way to build an agent, so every call carries HDX's User-Agent and
-//! real timeouts, and turns non-2xx answers into values callers inspect (not errors). Also the
-//! one percent-decoder, for URLs, `Content-Disposition` names and forms.
+//! real timeouts, and turns non-2xx answers into values callers inspect (not errors); calls
+//! whose target comes from a job use [`guarded_agent`] (see [`crate::outbound`]). Also the one
+//! percent-decoder, for URLs, `Content-Disposition` names and forms.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::outbound::OutboundPolicy;
 
 /// Connect timeout of every outgoing call.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(12);
@@ -11,6 +15,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(12);
 /// timeout per call. Redirects are not followed (callers that want them follow them, checking
 /// each hop).
 pub fn agent(user_agent: &str, verify_tls: bool, timeout: Duration) -> ureq::Agent {
+    agent_config(user_agent, verify_tls, timeout)
+        .build()
+        .new_agent()
+}
+
+/// [`agent`] whose every connection passes the outbound guard: for calls whose target comes
+/// from a job (redirects are followed by hand, each hop on this agent, so each is checked).
+pub fn guarded_agent(
+    user_agent: &str,
+    verify_tls: bool,
+    timeout: Duration,
+    policy: Arc<OutboundPolicy>,
+) -> ureq::Agent {
+    crate::outbound::guarded_agent(agent_config(user_agent, verify_tls, timeout), policy)
+}
+
+fn agent_config(
+    user_agent: &str,
+    verify_tls: bool,
+    timeout: Duration,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let tls = ureq::tls::TlsConfig::builder()
         .disable_verification(!verify_tls)
         .build();
@@ -21,8 +46,6 @@ pub fn agent(user_agent: &str, verify_tls: bool, timeout: Duration) -> ureq::Age
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls)
-        .build()
-        .new_agent()
 }
 
 /// Decodes `%XX` escapes (RFC 3986). A `%` not followed by two hex digits stays as it is, and

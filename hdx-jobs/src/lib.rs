@@ -70,6 +70,7 @@ pub mod fs_check;
 pub mod geo;
 pub mod hdx;
 pub mod http;
+pub mod outbound;
 pub mod python_json;
 pub mod rq;
 pub mod secret;

@@ -18,14 +18,23 @@ use tokio_util::sync::CancellationToken;
 const SOURCE_INFO: &str = "/hxlproxy/api/source-info";
 const REVISE: &str = "/api/action/hdx_fs_check_resource_revise";
 
+/// The worker's configuration: CKAN at `server`, whose HXL proxy stand-in is local too, so
+/// the local addresses are allowed explicitly (`HDX_OUTBOUND_ALLOW`).
 fn config(server: &FakeServer, key: Option<&str>) -> Config {
+    config_with(server, key, &[("HDX_OUTBOUND_ALLOW", "127.0.0.1")])
+}
+
+fn config_with(server: &FakeServer, key: Option<&str>, extra: &[(&str, &str)]) -> Config {
     let base = format!("{}/api/action", server.url());
     let key = key.map(str::to_string);
     Config::from_lookup(|name| match name {
         "CKAN_API_BASE_URL" => Some(base.clone()),
         "HDX_FSCHECK_API_KEY" => key.clone(),
         "HDX_USER_AGENT" => Some("HDX-WORKER".into()),
-        _ => None,
+        _ => extra
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string()),
     })
     .expect("config")
 }
@@ -67,8 +76,12 @@ async fn run(
     key: Option<&str>,
     args: FsCheckArgs,
 ) -> Result<Value, TaskError> {
+    run_with(&config(server, key), args).await
+}
+
+async fn run_with(config: &Config, args: FsCheckArgs) -> Result<Value, TaskError> {
     let ctx = JobContext::detached(FS_CHECK, CancellationToken::new());
-    FsCheck::new(config(server, key).ckan).run(&ctx, args).await
+    FsCheck::new(config).run(&ctx, args).await
 }
 
 /// The value CKAN received.
@@ -322,4 +335,73 @@ async fn failures_of_the_proxy_or_ckan_fail_the_job_and_say_if_a_retry_helps() {
         "hxl-proxy",
         "cannot reach",
     );
+}
+
+/// The source-info URL comes from the job: it must never reach the worker's loopback or
+/// private network, directly, through a name resolving there, or through a redirect; the job
+/// fails for good, saying the address is not allowed, and nothing is fetched or posted.
+#[tokio::test]
+async fn regression_the_source_info_url_never_reaches_internal_addresses() {
+    let server = FakeServer::start();
+    server.reply(SOURCE_INFO, Reply::json(proxy_answer(json!([]))));
+    let closed = config_with(&server, Some("k"), &[]);
+    for url in [
+        format!("{}{SOURCE_INFO}", server.url()),
+        format!("http://localhost:{}{SOURCE_INFO}", server.port()),
+        format!("http://[::ffff:127.0.0.1]:{}{SOURCE_INFO}", server.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://192.168.1.1/api/source-info".to_string(),
+    ] {
+        let mut job = args(&server, None);
+        job.hxl_proxy_source_info_url = Some(url.clone());
+        let e = run_with(&closed, job).await.expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::Permanent, "{url}: {e}");
+        assert!(e.message.contains("is not allowed"), "{url}: {e}");
+    }
+    // Allowed by name, redirecting to a forbidden address.
+    let allowed = config_with(&server, Some("k"), &[("HDX_OUTBOUND_ALLOW", "localhost")]);
+    let redirector = FakeServer::start();
+    redirector.reply(
+        "/r",
+        Reply::status(302).header("Location", &format!("{}{SOURCE_INFO}", server.url())),
+    );
+    let mut job = args(&server, None);
+    job.hxl_proxy_source_info_url = Some(format!("http://localhost:{}/r", redirector.port()));
+    let e = run_with(&allowed, job).await.expect_err("redirect refused");
+    assert!(
+        e.message
+            .contains("the address of 127.0.0.1 is not allowed"),
+        "{e}"
+    );
+    assert_eq!(redirector.requests_to("/r").len(), 1);
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
+
+/// With `HDX_HXL_PROXY_URL` set, only URLs under it are fetched (and the configured proxy is
+/// reachable without being listed in `HDX_OUTBOUND_ALLOW`, like CKAN's host).
+#[tokio::test]
+async fn only_urls_under_the_configured_hxl_proxy_are_fetched() {
+    let server = FakeServer::start();
+    server.reply(SOURCE_INFO, Reply::json(proxy_answer(json!([]))));
+    server.reply(
+        "/elsewhere/api/source-info",
+        Reply::json(proxy_answer(json!([]))),
+    );
+    let proxy = format!("{}/hxlproxy/", server.url());
+    let config = config_with(&server, Some("k"), &[("HDX_HXL_PROXY_URL", &proxy)]);
+    let mut job = args(&server, None);
+    job.hxl_proxy_source_info_url = Some(format!("{}/elsewhere/api/source-info", server.url()));
+    let e = run_with(&config, job).await.expect_err("outside the proxy");
+    assert_eq!(e.kind, ErrorKind::Permanent);
+    assert!(e.message.contains("under"), "{e}");
+    for empty in ["", "   "] {
+        let mut job = args(&server, None);
+        job.hxl_proxy_source_info_url = Some(empty.to_string());
+        assert!(run_with(&config, job).await.is_err(), "{empty:?}");
+    }
+    assert!(server.requests().is_empty());
+    run_with(&config, args(&server, None))
+        .await
+        .expect("under the proxy");
+    assert_eq!(server.requests_to(SOURCE_INFO).len(), 1);
 }

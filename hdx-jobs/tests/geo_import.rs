@@ -29,6 +29,11 @@ fn gis_db(pg: &TestPostgres) -> GisDbConfig {
 fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
     let request = ImportRequest {
         source: source.to_path_buf(),
+        work_dir: source.parent().unwrap_or(Path::new("/tmp")).to_path_buf(),
+        archive: hdx_jobs::geo::archive::ArchiveLimits {
+            max_bytes: 1 << 30,
+            max_entries: 1000,
+        },
         schema: "public".into(),
         table: table.into(),
         conninfo: gis_db(pg)
@@ -38,7 +43,7 @@ fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
             .to_string(),
     };
     let mut fractions = Vec::new();
-    let report = import::import(&request, &mut |f| fractions.push(f));
+    let report = import::import(&request, source, &mut |f| fractions.push(f));
     if report.ok {
         assert!(
             fractions.last().is_some_and(|f| *f >= 0.99),

@@ -912,3 +912,115 @@ async fn jobs_enqueued_while_idle_are_picked_up_at_once() {
     assert_eq!(report.succeeded, 3);
     assert!(list(&test, "rq:queue:b").is_empty());
 }
+
+/// A pickle nesting lists 200,000 deep (400 KB, about 1 KB compressed): serde-pickle's
+/// recursive conversion overflowed the stack and aborted the worker.
+fn deep_pickle() -> Vec<u8> {
+    let depth = 200_000;
+    let mut bytes = vec![0x80, 0x04];
+    bytes.extend(std::iter::repeat_n(b']', depth));
+    bytes.extend(std::iter::repeat_n(b'a', depth - 1));
+    bytes.push(b'.');
+    bytes
+}
+
+/// A "billion laughs" pickle: one list, then 60 times `[x, x]` of the previous one by DUP
+/// (shared in Python, 2^60 values once turned into a tree).
+fn laughing_pickle() -> Vec<u8> {
+    let mut bytes = vec![0x80, 0x02];
+    bytes.extend(std::iter::repeat_n(b'(', 60));
+    bytes.extend_from_slice(b"]K\x01a");
+    for _ in 0..60 {
+        bytes.extend_from_slice(b"2l");
+    }
+    bytes.push(b'.');
+    bytes
+}
+
+/// Puts a job hash with `data` on `queue` by hand, as anything that can write Redis could.
+fn push_raw_job(test: &TestRedis, id: &str, queue: &str, data: &[u8]) {
+    let _: i64 = test.query(
+        redis::cmd("HSET")
+            .arg(format!("rq:job:{id}"))
+            .arg("data")
+            .arg(data)
+            .arg("origin")
+            .arg(queue)
+            .arg("status")
+            .arg("queued")
+            .arg("description")
+            .arg("poison"),
+    );
+    let _: i64 = test.query(redis::cmd("RPUSH").arg(format!("rq:queue:{queue}")).arg(id));
+}
+
+/// Regression: one malformed job killed every worker (a deep pickle overflowed the stack, a
+/// billion-laughs pickle or a zlib bomb exhausted memory), and after its lease expired
+/// maintenance decoded it again in every worker. Now each fails its job for good with a message
+/// naming the limit, and the worker, its maintenance and the job views go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_poison_payloads_fail_their_job_and_nothing_else() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let bomb = payload::zlib_compress(&vec![b' '; 80 * 1024 * 1024]);
+    assert!(bomb.len() < 200 * 1024);
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "deep",
+            payload::zlib_compress(&deep_pickle()),
+            "deeper than",
+        ),
+        (
+            "laughs",
+            payload::zlib_compress(&laughing_pickle()),
+            "more than",
+        ),
+        ("zlib-bomb", bomb, "HDX_JOBS_MAX_PAYLOAD_MB"),
+    ];
+    assert!(
+        cases[0].1.len() < 4096,
+        "the deep pickle is small once compressed"
+    );
+    for (id, data, _) in &cases {
+        push_raw_job(&test, id, "default", data);
+    }
+    // The same poison abandoned by a dead worker: maintenance must recover it without decoding.
+    push_raw_job(&test, "abandoned", "default", &cases[0].1);
+    mark_abandoned(&test, "abandoned");
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let last = queue
+        .enqueue(JobSpec::new(builtin::NOOP))
+        .await
+        .expect("enqueue");
+
+    let report = maintenance::clean_queue(&mut redis.conn().await.expect("conn"), "default", "t")
+        .await
+        .expect("maintenance");
+    assert_eq!(report.abandoned_failed, vec!["abandoned".to_string()]);
+
+    let options = WorkerOptions {
+        burst: true,
+        ..fast_options(&["default"])
+    };
+    start_worker(&redis, TaskRegistry::with_builtins(), options)
+        .join()
+        .await;
+    for (id, _, needle) in &cases {
+        assert_eq!(status(&test, id).as_deref(), Some("failed"), "{id}");
+        let text = latest(&redis, id)
+            .await
+            .and_then(|r| r.exc_string)
+            .unwrap_or_default();
+        assert!(
+            text.contains("DeserializationError") && text.contains(needle),
+            "{id}: {text}"
+        );
+        let view = jobs::view(&redis, id).await.expect("view").expect("shown");
+        assert!(view.payload_error.is_some(), "{id}");
+    }
+    assert_eq!(
+        status(&test, &last).as_deref(),
+        Some("finished"),
+        "the worker went on"
+    );
+}

@@ -69,9 +69,15 @@ impl WorkerProcess {
 
     /// Starts `hdx-jobs ARGS` (any long-running subcommand).
     pub fn start_command(test: &TestRedis, args: &[&str]) -> Self {
+        Self::start_with_env(test, args, &[])
+    }
+
+    /// Starts `hdx-jobs ARGS` with extra environment variables.
+    pub fn start_with_env(test: &TestRedis, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = testkit::temp_path("hdx-jobs-worker").with_extension("log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = hdx_jobs(test)
+            .envs(env.iter().copied())
             .env("LOG_LEVEL", "info")
             .args(args)
             .stdout(Stdio::null())

@@ -13,10 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody, JsonBodyErrors};
 use crate::AppState;
 
-/// Enqueues one job with the old call shape: one positional argument, the dict. Change events
-/// and analytics get RQ retries (the old API gave none): both tasks fail as retryable when the
-/// stream Redis or a service is down, and both are safe to run again (events are pushed once
-/// per job; Mixpanel deduplicates by `$insert_id`).
+/// Enqueues one job with the old call shape: one positional argument, the dict. Every job gets
+/// RQ retries (the old API gave none): each task fails as retryable only when something outside
+/// is down (CKAN, the stream Redis, Mixpanel, the HXL proxy), and each is safe to run again
+/// (geopreview imports into a staging table and swaps it in, file-structure checks post the same
+/// result again, events are pushed once per job, Mixpanel deduplicates by `$insert_id`).
 async fn enqueue(
     state: &AppState,
     queue: &str,
@@ -26,10 +27,9 @@ async fn enqueue(
     let handle = Queue::new(state.redis().clone(), queue)
         .map_err(ApiError::internal)?
         .with_default_timeout(state.config().core.job_timeout);
-    let mut spec = JobSpec::new(func).args(vec![dict]);
-    if queue == wire::EVENT_QUEUE || queue == wire::ANALYTICS_QUEUE {
-        spec = spec.retry(Retry::new(3).intervals(vec![10, 60, 300]));
-    }
+    let spec = JobSpec::new(func)
+        .args(vec![dict])
+        .retry(Retry::new(3).intervals(vec![10, 60, 300]));
     handle.enqueue(spec).await.map_err(ApiError::internal)
 }
 
@@ -250,12 +250,36 @@ pub async fn create_change_events(
 /// What `file-structure-check` checks of its body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FsCheckRequest {
-    /// The HXL proxy's source-info URL of the resource.
+    /// The HXL proxy's source-info URL of the resource (not blank).
+    #[serde(deserialize_with = "not_blank")]
+    #[schema(pattern = r"\S")]
     pub hxl_proxy_source_info_url: String,
-    /// The resource's previous checks (CKAN's JSON string, or the list itself).
+    /// The resource's previous checks: CKAN's JSON string, or the list itself.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub fs_check_info: Option<Value>,
+    pub fs_check_info: Option<FsCheckInfo>,
+}
+
+/// A resource's previous file-structure checks, as CKAN keeps them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FsCheckInfo {
+    /// CKAN's JSON text of the list.
+    Text(String),
+    /// The list of checks.
+    List(Vec<CheckRecord>),
+}
+
+/// One previous check (`{state, message, timestamp, hxl_proxy_response, ...}`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct CheckRecord(Map<String, Value>);
+
+fn not_blank<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Err(serde::de::Error::custom("must not be blank"));
+    }
+    Ok(text)
 }
 
 /// Enqueues a file-structure check of a resource on `fs_check_q`.

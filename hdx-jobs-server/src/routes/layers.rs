@@ -6,13 +6,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use hdx_jobs::ckan::CkanClient;
 use hdx_jobs::geo::{db, layers};
-use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiPath, ErrorBody};
+use crate::error::{ApiPath, ApiQuery, ErrorBody};
 use crate::AppState;
 
 /// How long the CKAN resource list may take.
@@ -37,7 +35,7 @@ pub struct DeleteLayersResponse {
     message: String,
     /// How many layers are deletable (`"None"` on failure).
     count: Count,
-    /// Resource ids of the deletable layers.
+    /// The deletable layers (table names).
     items: Vec<String>,
     /// Whether this was a dry run.
     #[serde(rename = "dry-run")]
@@ -51,6 +49,15 @@ pub struct DeleteLayersResponse {
     error_kind: Option<String>,
 }
 
+/// Options of `delete-layers`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CleanupQuery {
+    /// `true` to drop the layers even when they are more than `HDX_CLEANUP_MAX_SHARE` of all
+    /// layers (a truncated CKAN list looks like that).
+    force: Option<bool>,
+}
+
 /// Finds layers whose resource is gone from CKAN (dry run: nothing deleted).
 #[utoipa::path(
     get,
@@ -62,29 +69,36 @@ pub struct DeleteLayersResponse {
     )
 )]
 pub async fn delete_layers_default(state: State<AppState>) -> Json<DeleteLayersResponse> {
-    run_cleanup(state, true).await
+    run_cleanup(state, true, false).await
 }
 
 /// Finds layers whose resource is gone from CKAN and drops them unless `dry_run` is `true`
-/// (anything but `false` counts as a dry run, as before).
+/// (anything but `false` counts as a dry run, as before). A run that would drop more than
+/// `HDX_CLEANUP_MAX_SHARE` of the layers fails unless `force=true`.
 #[utoipa::path(
     get,
     path = "/api/delete-layers/dry-run/{dry_run}",
     tag = "layers",
-    params(("dry_run" = String, Path, description = "`false` to really delete")),
+    params(("dry_run" = String, Path, description = "`false` to really delete"), CleanupQuery),
     responses(
         (status = 200, description = "Analysis or deletion result, or failure", body = DeleteLayersResponse),
+        (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)
     )
 )]
 pub async fn delete_layers(
     state: State<AppState>,
     ApiPath(dry_run): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CleanupQuery>,
 ) -> Json<DeleteLayersResponse> {
-    run_cleanup(state, dry_run != "false").await
+    run_cleanup(state, dry_run != "false", query.force.unwrap_or(false)).await
 }
 
-async fn run_cleanup(State(state): State<AppState>, dry_run: bool) -> Json<DeleteLayersResponse> {
+async fn run_cleanup(
+    State(state): State<AppState>,
+    dry_run: bool,
+    force: bool,
+) -> Json<DeleteLayersResponse> {
     let failure = |message: String, class: &str, kind: &str| DeleteLayersResponse {
         state: "failure".into(),
         message,
@@ -97,35 +111,14 @@ async fn run_cleanup(State(state): State<AppState>, dry_run: bool) -> Json<Delet
     };
     let config = state.config();
     let ckan_config = config.core.ckan.clone();
-    let resources = tokio::task::spawn_blocking(move || {
-        let client = CkanClient::new(&ckan_config, ckan_config.gis_api_key.clone(), CKAN_TIMEOUT)?;
-        client.get(&ckan_config.resource_id_list_action, &[])
-    })
-    .await;
-    let resources: Vec<String> = match resources {
-        Ok(Ok(answer)) => answer
-            .get("result")
-            .and_then(Value::as_array)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Ok(Err(e)) => {
-            return Json(failure(
-                e.to_string(),
-                "CkanInfoException",
-                "ckan-info-problem",
-            ))
-        }
-        Err(e) => {
-            return Json(failure(
-                e.to_string(),
-                "CkanInfoException",
-                "ckan-info-problem",
-            ))
-        }
+    let resources =
+        tokio::task::spawn_blocking(move || layers::ckan_resource_ids(&ckan_config, CKAN_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|ids| ids.map_err(|e| e.to_string()));
+    let resources = match resources {
+        Ok(ids) => ids,
+        Err(e) => return Json(failure(e, "CkanInfoException", "ckan-info-problem")),
     };
     let prefix = &config.core.geopreview.table_name_prefix;
     let client = match db::connect(&config.core.gis_db).await {
@@ -138,7 +131,12 @@ async fn run_cleanup(State(state): State<AppState>, dry_run: bool) -> Json<Delet
             ))
         }
     };
-    match layers::cleanup(&client, prefix, &resources, dry_run).await {
+    let options = layers::CleanupOptions {
+        dry_run,
+        max_share: config.core.geopreview.cleanup_max_share,
+        force,
+    };
+    match layers::cleanup(&client, prefix, &resources, options).await {
         Ok(report) => Json(DeleteLayersResponse {
             state: if dry_run { "analysis-finished" } else { "successful" }.into(),
             message: format!(
@@ -156,7 +154,9 @@ async fn run_cleanup(State(state): State<AppState>, dry_run: bool) -> Json<Delet
         }),
         Err(e) => {
             let kind = match e {
-                layers::CleanupError::BrokenResourceList => "ckan-info-problem",
+                layers::CleanupError::BrokenResourceList | layers::CleanupError::TooMany { .. } => {
+                    "ckan-info-problem"
+                }
                 layers::CleanupError::Db(_) => "fetch-layer-ids-problem",
             };
             Json(failure(e.to_string(), e.class(), kind))

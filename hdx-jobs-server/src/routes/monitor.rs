@@ -1,7 +1,8 @@
 //! `/monitor` (path from `MONITOR_URL`): a dashboard for operators in the spirit of
 //! rq-dashboard (queues with their registries, workers, jobs with paging, a job's arguments and
 //! result or error; requeue, delete, empty), refreshing itself, and the JSON API behind it.
-//! Reading is open; actions need the bearer token when one is configured.
+//! Access is [`crate::auth`]'s: the token or a trusted network, and for actions the monitor
+//! page's header.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -70,11 +71,15 @@ pub async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, A
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobListQuery {
-    /// `queued` (default) or a registry: started, finished, failed, deferred, scheduled, canceled.
+    /// `queued` (default) or a registry: started (or wip), finished, failed, deferred,
+    /// scheduled, canceled.
+    #[param(pattern = "^(queued|started|wip|finished|failed|deferred|scheduled|canceled)$")]
     registry: Option<String>,
     /// Page, from 1.
+    #[param(minimum = 1, maximum = 10000000)]
     page: Option<u64>,
-    /// Jobs per page (default 20, at most 200).
+    /// Jobs per page (default 20).
+    #[param(minimum = 1, maximum = 200)]
     per_page: Option<u64>,
 }
 
@@ -119,7 +124,7 @@ pub struct JobPage {
     get,
     path = "/monitor/api/queues/{queue}/jobs",
     tag = "monitor",
-    params(("queue" = String, Path, description = "Queue name"), JobListQuery),
+    params(("queue" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9_.\-]{1,200}$"), JobListQuery),
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody))
 )]
 pub async fn job_list(
@@ -127,8 +132,13 @@ pub async fn job_list(
     ApiPath(queue): ApiPath<String>,
     ApiQuery(query): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let per_page = query.per_page.unwrap_or(20).clamp(1, 200);
-    let page = query.page.unwrap_or(1).clamp(1, 10_000_000);
+    let per_page = query.per_page.unwrap_or(20);
+    let page = query.page.unwrap_or(1);
+    if !(1..=200).contains(&per_page) || !(1..=10_000_000).contains(&page) {
+        return Err(ApiError::bad_request(
+            "page must be 1 to 10000000 and per_page 1 to 200",
+        ));
+    }
     let offset = (page - 1) * per_page;
     let registry_name = query.registry.unwrap_or_else(|| "queued".into());
     let q = Queue::new(state.redis().clone(), &queue).map_err(rq_error)?;
@@ -228,6 +238,16 @@ pub async fn job(
     Ok(Json(value))
 }
 
+/// The header every monitor action must carry ([`crate::auth::MONITOR_ACTION_HEADER`]).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct MonitorHeader {
+    /// Any value: the monitor page sends it, which no cross-site form can.
+    #[param(rename = "X-HDX-Jobs-Monitor")]
+    #[allow(dead_code)]
+    x_hdx_jobs_monitor: String,
+}
+
 /// Result of an action.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActionResult {
@@ -242,10 +262,11 @@ pub struct ActionResult {
     post,
     path = "/monitor/api/jobs/{id}/requeue",
     tag = "monitor",
-    params(("id" = String, Path, description = "Job id")),
+    params(("id" = String, Path, description = "Job id"), MonitorHeader),
     responses(
         (status = 200, body = ActionResult),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "Not from the monitor page, or cross-site", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 500, body = ErrorBody)
@@ -264,10 +285,11 @@ pub async fn requeue_job(
     post,
     path = "/monitor/api/jobs/{id}/delete",
     tag = "monitor",
-    params(("id" = String, Path, description = "Job id")),
+    params(("id" = String, Path, description = "Job id"), MonitorHeader),
     responses(
         (status = 200, body = ActionResult),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "Not from the monitor page, or cross-site", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 500, body = ErrorBody)
     )
@@ -285,8 +307,8 @@ pub async fn delete_job(
     post,
     path = "/monitor/api/queues/{queue}/requeue-failed",
     tag = "monitor",
-    params(("queue" = String, Path, description = "Queue name")),
-    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody))
+    params(("queue" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9_.\-]{1,200}$"), MonitorHeader),
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not from the monitor page, or cross-site", body = ErrorBody), (status = 500, body = ErrorBody))
 )]
 pub async fn requeue_failed(
     State(state): State<AppState>,
@@ -305,8 +327,8 @@ pub async fn requeue_failed(
     post,
     path = "/monitor/api/queues/{queue}/empty",
     tag = "monitor",
-    params(("queue" = String, Path, description = "Queue name")),
-    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody))
+    params(("queue" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9_.\-]{1,200}$"), MonitorHeader),
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not from the monitor page, or cross-site", body = ErrorBody), (status = 500, body = ErrorBody))
 )]
 pub async fn empty_queue(
     State(state): State<AppState>,

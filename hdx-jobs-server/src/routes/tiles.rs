@@ -32,25 +32,32 @@ fn tile_error(e: TileError) -> ApiError {
     }
 }
 
-/// Parses `{y}.pbf` (or `.mvt`).
-fn tile_y(file: &str) -> Option<u32> {
-    file.strip_suffix(".pbf")
-        .or_else(|| file.strip_suffix(".mvt"))?
-        .parse()
-        .ok()
-}
-
+/// Tile coordinates: malformed ones are a bad request (400); well-formed ones outside the grid
+/// (`z` over 22, `x` or `y` from `2^z` on) name no tile (404).
 fn coordinates(z: &str, x: &str, file: &str) -> Result<(u8, u32, u32), ApiError> {
-    let bad = || {
-        ApiError::bad_request("tile coordinates must be z/x/y.pbf with 0 <= x, y < 2^z and z <= 22")
+    let bad = || ApiError::bad_request("tile coordinates must be {z}/{x}/{y}.pbf (or .mvt)");
+    let digits = |text: &str, max: usize| {
+        !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_digit())
     };
-    let z: u8 = z.parse().map_err(|_| bad())?;
-    let x: u32 = x.parse().map_err(|_| bad())?;
-    let y = tile_y(file).ok_or_else(bad)?;
+    let y_text = file
+        .strip_suffix(".pbf")
+        .or_else(|| file.strip_suffix(".mvt"))
+        .unwrap_or("");
+    if !(digits(z, 2) && digits(x, 9) && digits(y_text, 9)) {
+        return Err(bad());
+    }
+    let (z, x, y): (u8, u32, u32) = match (z.parse(), x.parse(), y_text.parse()) {
+        (Ok(z), Ok(x), Ok(y)) => (z, x, y),
+        _ => return Err(bad()),
+    };
     if is_tile(z, x, y) {
         Ok((z, x, y))
     } else {
-        Err(bad())
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no tile {z}/{x}/{y}: 0 <= x, y < 2^z and z <= 22"),
+        ))
     }
 }
 
@@ -111,16 +118,16 @@ async fn serve_tile(
     tag = "tiles",
     params(
         ("layer" = String, Path, description = "Layer id (table name), e.g. pre_1a2b..."),
-        ("z" = String, Path, description = "Zoom, 0 to 22"),
-        ("x" = String, Path, description = "Column"),
-        ("tile" = String, Path, description = "Row with extension: `{y}.pbf`")
+        ("z" = String, Path, description = "Zoom, 0 to 22", pattern = "^[0-9]{1,2}$"),
+        ("x" = String, Path, description = "Column", pattern = "^[0-9]{1,9}$"),
+        ("tile" = String, Path, description = "Row with extension: `{y}.pbf`", pattern = r"^[0-9]{1,9}\.(pbf|mvt)$")
     ),
     responses(
         (status = 200, description = "Mapbox Vector Tile", content_type = "application/vnd.mapbox-vector-tile", body = Vec<u8>),
         (status = 204, description = "No feature in this tile"),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 400, description = "Bad tile coordinates", body = ErrorBody),
-        (status = 404, description = "No such layer", body = ErrorBody),
+        (status = 400, description = "Malformed tile coordinates", body = ErrorBody),
+        (status = 404, description = "No such layer, or coordinates outside the tile grid", body = ErrorBody),
         (status = 503, description = "The layer database is unavailable", body = ErrorBody)
     )
 )]
@@ -141,16 +148,16 @@ pub async fn tile(
     params(
         ("table" = String, Path, description = "Layer id (table name)"),
         ("geom_column" = String, Path, description = "Geometry column (`wkb_geometry`)"),
-        ("z" = String, Path, description = "Zoom"),
-        ("x" = String, Path, description = "Column"),
-        ("tile" = String, Path, description = "`{y}.pbf`")
+        ("z" = String, Path, description = "Zoom", pattern = "^[0-9]{1,2}$"),
+        ("x" = String, Path, description = "Column", pattern = "^[0-9]{1,9}$"),
+        ("tile" = String, Path, description = "`{y}.pbf`", pattern = r"^[0-9]{1,9}\.(pbf|mvt)$")
     ),
     responses(
         (status = 200, description = "Mapbox Vector Tile", content_type = "application/vnd.mapbox-vector-tile", body = Vec<u8>),
         (status = 204, description = "No feature in this tile"),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 400, description = "Bad tile coordinates", body = ErrorBody),
-        (status = 404, description = "No such layer or geometry column", body = ErrorBody),
+        (status = 400, description = "Malformed tile coordinates", body = ErrorBody),
+        (status = 404, description = "No such layer or geometry column, or coordinates outside the tile grid", body = ErrorBody),
         (status = 503, description = "The layer database is unavailable", body = ErrorBody)
     )
 )]
@@ -167,18 +174,31 @@ pub async fn legacy_tile(
     serve_tile(&state, &table, coordinates, &headers).await
 }
 
-/// The base URL clients reached us by (behind a proxy: `X-Forwarded-Proto`/`-Host`).
-pub fn public_base(headers: &HeaderMap) -> String {
+/// The base URL clients reached us by: the `Host` header, or behind a proxy (only when
+/// `HDX_JOBS_TRUST_PROXY` says one sets them) `X-Forwarded-Host`/`-Proto`. A value that is not a
+/// plain host (or `http`/`https`) is ignored, so a request cannot make the TileJSON point
+/// elsewhere with a crafted header.
+pub fn public_base(headers: &HeaderMap, trust_proxy: bool) -> String {
     let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
     };
-    let host = text("x-forwarded-host")
-        .or_else(|| text("host"))
+    let plain_host = |host: &String| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    };
+    let forwarded = |name: &str| if trust_proxy { text(name) } else { None };
+    let host = forwarded("x-forwarded-host")
+        .filter(plain_host)
+        .or_else(|| text("host").filter(plain_host))
         .unwrap_or_else(|| "localhost".into());
-    let proto = text("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let proto = forwarded("x-forwarded-proto")
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
     format!("{proto}://{host}")
 }
 
@@ -205,7 +225,7 @@ pub async fn tilejson(
     let info = state.tiles().layer(layer).await.map_err(tile_error)?;
     let url = format!(
         "{}/tiles/{}/{{z}}/{{x}}/{{y}}.pbf",
-        public_base(&headers),
+        public_base(&headers, state.config().trust_proxy),
         info.name
     );
     let doc: Value = info.tilejson(&url);
@@ -221,6 +241,19 @@ pub async fn tilejson(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_headers_count_only_behind_a_trusted_proxy() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("jobs:5000"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(public_base(&headers, false), "http://jobs:5000");
+        assert_eq!(public_base(&headers, true), "https://evil.example");
+        headers.insert("x-forwarded-host", HeaderValue::from_static("a/b@c"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("javascript"));
+        assert_eq!(public_base(&headers, true), "http://jobs:5000");
+    }
 
     #[test]
     fn coordinates_are_checked() {

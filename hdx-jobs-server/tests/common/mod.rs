@@ -130,6 +130,16 @@ impl TestServer {
         read(response)
     }
 
+    /// POST a monitor action as the monitor page does (with its header).
+    pub fn monitor_action(&self, path: &str) -> (u16, Value) {
+        let response = Self::agent()
+            .post(&format!("{}{path}", self.url))
+            .header("X-HDX-Jobs-Monitor", "1")
+            .send_empty()
+            .expect("POST");
+        read(response)
+    }
+
     /// POST raw bytes with a content type (or none).
     pub fn post_raw(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
         let mut request = Self::agent().post(&format!("{}{path}", self.url));

@@ -9,15 +9,21 @@
 //! `MAX_EXTRACTED_SIZE_MB` unpacked (`file-too-large`; the size is counted on the bytes really
 //! written, whatever the archive declares). Two entries that clean to the same name are refused
 //! too, so one cannot overwrite another.
+//!
+//! Before the zip reader parses anything, [`check_end_record`] reads the archive's end record
+//! (and its ZIP64 form) and refuses an archive that declares more entries than allowed or a
+//! central directory larger than such entries need: the reader builds its index of every entry
+//! in memory, so a crafted count or size would otherwise decide how much memory it takes.
+//! Unpacking runs in the import child (see [`super::child`]), under its resource limits.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::failure::Failure;
 
 /// Limits on what an archive may unpack to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveLimits {
     /// Total bytes of all entries.
     pub max_bytes: u64,
@@ -110,13 +116,105 @@ fn unsafe_archive(message: impl Into<String>) -> Failure {
     Failure::unknown("UnsafeArchiveException", message)
 }
 
+/// Largest central directory record of one entry that [`check_end_record`] budgets for: the
+/// 46 fixed bytes plus a name, extra field and comment of up to 1 KiB together.
+const CENTRAL_RECORD_BUDGET: u64 = 46 + 1024;
+
+/// What an archive's end record declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndRecord {
+    /// Entries in the central directory.
+    pub entries: u64,
+    /// Size of the central directory in bytes.
+    pub directory_bytes: u64,
+}
+
+/// Reads the end-of-central-directory record (ZIP64 when the classic one overflows) from the
+/// end of the file, without parsing the archive. `None` when there is none (not a zip).
+pub fn read_end_record(file: &mut (impl Read + Seek)) -> std::io::Result<Option<EndRecord>> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    const ZIP64_LOCATOR: [u8; 4] = [0x50, 0x4b, 0x06, 0x07];
+    const ZIP64_EOCD: [u8; 4] = [0x50, 0x4b, 0x06, 0x06];
+    let length = file.seek(SeekFrom::End(0))?;
+    // The record is 22 bytes plus a comment of at most 65,535 bytes.
+    let tail_length = length.min(22 + 65_535);
+    file.seek(SeekFrom::Start(length - tail_length))?;
+    let mut tail = vec![0u8; tail_length as usize];
+    file.read_exact(&mut tail)?;
+    let Some(at) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == EOCD)
+    else {
+        return Ok(None);
+    };
+    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at =
+        |b: &[u8], i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let u64_at = |b: &[u8], i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let mut record = EndRecord {
+        entries: u16_at(&tail, at + 10),
+        directory_bytes: u32_at(&tail, at + 12),
+    };
+    let overflowed = record.entries == 0xffff || record.directory_bytes == 0xffff_ffff;
+    if overflowed && at >= 20 && tail[at - 20..at - 16] == ZIP64_LOCATOR {
+        let zip64_offset = u64_at(&tail, at - 20 + 8);
+        if zip64_offset
+            .checked_add(56)
+            .is_some_and(|end| end <= length)
+        {
+            let mut zip64 = [0u8; 56];
+            file.seek(SeekFrom::Start(zip64_offset))?;
+            file.read_exact(&mut zip64)?;
+            if zip64[..4] == ZIP64_EOCD {
+                record = EndRecord {
+                    entries: u64_at(&zip64, 32),
+                    directory_bytes: u64_at(&zip64, 40),
+                };
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Some(record))
+}
+
+/// Refuses an archive whose end record declares more than `limits.max_entries` entries or a
+/// central directory larger than that many entries need (`file-too-large`).
+pub fn check_end_record(
+    file: &mut (impl Read + Seek),
+    limits: ArchiveLimits,
+) -> Result<(), Failure> {
+    let record = read_end_record(file)
+        .map_err(|e| bad_zip(format!("cannot read the archive: {e}")))?
+        .ok_or_else(|| bad_zip("File is not a zip file"))?;
+    if record.entries > limits.max_entries as u64 {
+        return Err(Failure::too_large(format!(
+            "archive too large: {} entries (at most {})",
+            record.entries, limits.max_entries
+        )));
+    }
+    let budget = (limits.max_entries as u64).saturating_mul(CENTRAL_RECORD_BUDGET);
+    if record.directory_bytes > budget {
+        return Err(Failure::too_large(format!(
+            "archive too large: a central directory of {} bytes for at most {} entries",
+            record.directory_bytes, limits.max_entries
+        )));
+    }
+    Ok(())
+}
+
 /// Unpacks `archive` into `dest` (created); returns the files written, in archive order.
 pub fn extract(
     archive: &Path,
     dest: &Path,
     limits: ArchiveLimits,
 ) -> Result<Vec<PathBuf>, Failure> {
-    let file = File::open(archive).map_err(|e| bad_zip(format!("cannot open the archive: {e}")))?;
+    let mut file =
+        File::open(archive).map_err(|e| bad_zip(format!("cannot open the archive: {e}")))?;
+    check_end_record(&mut file, limits)?;
     let mut zip = zip::ZipArchive::new(file).map_err(|_| bad_zip("File is not a zip file"))?;
     if zip.len() > limits.max_entries {
         return Err(Failure::too_large(format!(
@@ -221,6 +319,65 @@ fn copy(reader: &mut impl Read, writer: &mut impl Write) -> std::io::Result<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
+
+    /// An end record alone: an "archive" declaring `entries` entries and a directory of
+    /// `directory_bytes`, as a crafted zip would.
+    fn end_record(entries: u16, directory_bytes: u32) -> Vec<u8> {
+        let mut bytes = vec![0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0];
+        bytes.extend_from_slice(&entries.to_le_bytes());
+        bytes.extend_from_slice(&entries.to_le_bytes());
+        bytes.extend_from_slice(&directory_bytes.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn huge_declared_entry_counts_are_refused_before_parsing() {
+        let limits = ArchiveLimits {
+            max_bytes: 1 << 30,
+            max_entries: 1000,
+        };
+        let failure = check_end_record(&mut Cursor::new(end_record(65_000, 100)), limits)
+            .expect_err("too many entries");
+        assert_eq!(failure.kind.as_str(), "file-too-large");
+        assert!(
+            failure.message.contains("65000 entries"),
+            "{}",
+            failure.message
+        );
+        let failure = check_end_record(&mut Cursor::new(end_record(10, 200_000_000)), limits)
+            .expect_err("huge directory");
+        assert_eq!(failure.kind.as_str(), "file-too-large");
+        assert!(check_end_record(&mut Cursor::new(end_record(10, 1000)), limits).is_ok());
+        let failure = check_end_record(&mut Cursor::new(b"not a zip".to_vec()), limits)
+            .expect_err("not a zip");
+        assert_eq!(failure.class, "BadZipFile");
+    }
+
+    /// A ZIP64 end record's count is read, not the classic record's 0xffff placeholder.
+    #[test]
+    fn zip64_counts_are_read() {
+        let mut bytes = Vec::new();
+        let mut zip64 = vec![0x50, 0x4b, 0x06, 0x06];
+        zip64.extend_from_slice(&44u64.to_le_bytes());
+        zip64.extend_from_slice(&[0u8; 4 + 8 + 8]);
+        zip64.extend_from_slice(&5_000_000u64.to_le_bytes());
+        zip64.extend_from_slice(&100u64.to_le_bytes());
+        zip64.extend_from_slice(&0u64.to_le_bytes());
+        assert_eq!(zip64.len(), 56);
+        bytes.extend_from_slice(&zip64);
+        let mut locator = vec![0x50, 0x4b, 0x06, 0x07, 0, 0, 0, 0];
+        locator.extend_from_slice(&0u64.to_le_bytes());
+        locator.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&locator);
+        bytes.extend_from_slice(&end_record(0xffff, 0xffff_ffff));
+        let record = read_end_record(&mut Cursor::new(bytes))
+            .expect("read")
+            .expect("record");
+        assert_eq!(record.entries, 5_000_000);
+    }
 
     #[test]
     fn names_are_cleaned_as_before_and_traversal_is_spotted() {

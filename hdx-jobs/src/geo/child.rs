@@ -10,6 +10,12 @@
 //! writes JSON lines on stdout: `{"progress": 0.42}` now and then, and one
 //! `{"report": ImportReport}` at the end. Its stderr is kept (the last few KB) for the logs.
 //! The parent kills the child at the deadline or on cancellation.
+//!
+//! The child is where hostile files are parsed (the archive is unpacked there too, then GDAL
+//! reads it), so it starts confined: an environment cleared of everything but what GDAL and
+//! PROJ need ([`CHILD_ENV`]; no API keys, no database settings), and resource limits set
+//! between fork and exec ([`ChildLimits`]: address space, CPU seconds, file size, no core
+//! dumps), so a file that makes GDAL loop, balloon or write without end kills only the child.
 
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
@@ -29,6 +35,25 @@ pub const CHILD_ARGS: [&str; 2] = ["geopreview", "import-child"];
 /// Most of the child's stderr kept for the logs.
 const STDERR_KEPT: usize = 8 * 1024;
 
+/// The only environment variables an import child inherits (when set): where GDAL and PROJ find
+/// their data and plugins, and the temporary folder and locale.
+pub const CHILD_ENV: [&str; 11] = [
+    "GDAL_DATA",
+    "GDAL_DRIVER_PATH",
+    "GDAL_CACHEMAX",
+    "GDAL_NUM_THREADS",
+    "PROJ_DATA",
+    "PROJ_LIB",
+    "PROJ_CACHE_DIR",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+];
+
+/// Default address-space limit of an import child (`HDX_GEO_IMPORT_MAX_MEMORY_MB`).
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 4096;
+
 /// How to start an import child.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildCommand {
@@ -36,6 +61,19 @@ pub struct ChildCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Its address-space limit in bytes.
+    pub max_memory_bytes: u64,
+}
+
+/// Resource limits of one import child, set before it runs (`setrlimit` between fork and exec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// Address space (`RLIMIT_AS`).
+    pub memory_bytes: u64,
+    /// CPU seconds (`RLIMIT_CPU`; the wall-clock deadline kills it too).
+    pub cpu_secs: u64,
+    /// Largest file it may write (`RLIMIT_FSIZE`): the unpacked archive's limit.
+    pub file_bytes: u64,
 }
 
 impl ChildCommand {
@@ -44,6 +82,7 @@ impl ChildCommand {
         ChildCommand {
             program: program.into(),
             args: CHILD_ARGS.iter().map(OsString::from).collect(),
+            max_memory_bytes: DEFAULT_MAX_MEMORY_MB * 1024 * 1024,
         }
     }
 
@@ -55,10 +94,12 @@ impl ChildCommand {
     /// `HDX_GEO_IMPORT_PROGRAM` when set, else the running executable, else `hdx-jobs` on the
     /// PATH.
     pub fn from_config(config: &super::config::GeopreviewConfig) -> Self {
-        match &config.import_program {
+        let mut command = match &config.import_program {
             Some(program) => Self::new(program),
             None => Self::current_exe().unwrap_or_else(|_| Self::new("hdx-jobs")),
-        }
+        };
+        command.max_memory_bytes = config.import_max_memory_mb.saturating_mul(1024 * 1024);
+        command
     }
 }
 
@@ -107,20 +148,26 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts the program.
-    pub fn spawn(command: &ChildCommand) -> Result<Self, ChildError> {
+    /// Starts the program, confined: cleared environment ([`CHILD_ENV`] only), `limits`.
+    pub fn spawn(command: &ChildCommand, limits: ChildLimits) -> Result<Self, ChildError> {
         let program = command.program.display().to_string();
-        let child = tokio::process::Command::new(&command.program)
+        let mut process = tokio::process::Command::new(&command.program);
+        process
             .args(&command.args)
+            .env_clear()
+            .envs(CHILD_ENV.iter().filter_map(|name| {
+                std::env::var_os(name).map(|value| (OsString::from(name), value))
+            }))
+            .env("PROJ_NETWORK", "OFF")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| ChildError::Spawn {
-                program: program.clone(),
-                message: e.to_string(),
-            })?;
+            .kill_on_drop(true);
+        confine(&mut process, limits);
+        let child = process.spawn().map_err(|e| ChildError::Spawn {
+            program: program.clone(),
+            message: e.to_string(),
+        })?;
         Ok(ChildProcess { child, program })
     }
 
@@ -216,21 +263,39 @@ impl ChildProcess {
     }
 }
 
-/// Runs an import in a new child process (see [`ChildProcess`]).
-pub async fn run(
-    command: &ChildCommand,
-    request: &ImportRequest,
-    deadline: Option<Instant>,
-    cancel: &CancellationToken,
-    progress: &mut (dyn FnMut(f64) + Send),
-) -> Result<ImportReport, ChildError> {
-    ChildProcess::spawn(command)?
-        .run(request, deadline, cancel, progress)
-        .await
+/// Sets the child's resource limits between fork and exec.
+#[allow(unsafe_code)]
+fn confine(process: &mut tokio::process::Command, limits: ChildLimits) {
+    let set = move |resource, soft: u64, hard: u64| {
+        let limit = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit is async-signal-safe and reads only `limit`, on this stack.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls setrlimit (async-signal-safe), allocates nothing and
+    // touches no lock, as code between fork and exec must.
+    unsafe {
+        process.pre_exec(move || {
+            set(libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)?;
+            set(
+                libc::RLIMIT_CPU,
+                limits.cpu_secs,
+                limits.cpu_secs.saturating_add(5),
+            )?;
+            set(libc::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
+            set(libc::RLIMIT_CORE, 0, 0)
+        });
+    }
 }
 
-/// The child's side: reads the request on `input`, imports, writes progress and the report on
-/// `output`. Returns the process exit code (0 when a report was written, whatever it says).
+/// The child's side: reads the request on `input`, unpacks the file when it is an archive,
+/// imports, writes progress and the report on `output`. Returns the process exit code (0 when a
+/// report was written, whatever it says).
 pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
     // Load the drivers while the parent is still getting the file.
     import::prepare();
@@ -248,6 +313,11 @@ pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
             return 2;
         }
     };
+    let source =
+        match super::archive::layer_file(&request.source, &request.work_dir, request.archive) {
+            Ok(source) => source,
+            Err(failure) => return write_report(&mut output, ImportReport::unpack_failed(failure)),
+        };
     let report = {
         let mut last = -1.0_f64;
         let mut write_progress = |fraction: f64| {
@@ -258,8 +328,12 @@ pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
                 }
             }
         };
-        import::import(&request, &mut write_progress)
+        import::import(&request, &source, &mut write_progress)
     };
+    write_report(&mut output, report)
+}
+
+fn write_report(output: &mut impl Write, report: ImportReport) -> i32 {
     match serde_json::to_string(&Message::Report(report)) {
         Ok(line)
             if writeln!(output, "{line}")

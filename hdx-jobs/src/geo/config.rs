@@ -54,7 +54,7 @@ impl GisDbConfig {
 }
 
 /// Import settings: what the old API put in the geopreview job's argument dict.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GeopreviewConfig {
     /// `MAX_FILE_SIZE_MB` (default 300).
     pub max_file_size_mb: u64,
@@ -79,6 +79,12 @@ pub struct GeopreviewConfig {
     /// process as `PROGRAM geopreview import-child` (default: the running executable, which is
     /// `hdx-jobs` in a deployment).
     pub import_program: Option<String>,
+    /// `HDX_GEO_IMPORT_MAX_MEMORY_MB` (hdx-jobs addition): the address space an import child may
+    /// use (default 4096); beyond it the import fails and the worker carries on.
+    pub import_max_memory_mb: u64,
+    /// `HDX_CLEANUP_MAX_SHARE` (hdx-jobs addition): the largest share of the layers one cleanup
+    /// may drop unless forced, as a fraction (`0.1`) or a percentage (`10%`); default 10 %.
+    pub cleanup_max_share: f64,
 }
 
 impl GeopreviewConfig {
@@ -100,8 +106,34 @@ impl GeopreviewConfig {
                 .unwrap_or(max_file_size_mb * 10),
             max_archive_entries: env.parse("MAX_ARCHIVE_ENTRIES")?.unwrap_or(1000),
             import_program: env.string("HDX_GEO_IMPORT_PROGRAM"),
+            import_max_memory_mb: env
+                .parse("HDX_GEO_IMPORT_MAX_MEMORY_MB")?
+                .unwrap_or(super::child::DEFAULT_MAX_MEMORY_MB),
+            cleanup_max_share: share(env, "HDX_CLEANUP_MAX_SHARE", 0.1)?,
         })
     }
+}
+
+/// A share between 0 and 1, written as a fraction (`0.1`) or a percentage (`10%`).
+fn share(env: &Env<'_>, name: &'static str, default: f64) -> Result<f64, ConfigError> {
+    let Some(text) = env.string(name) else {
+        return Ok(default);
+    };
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (text, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|n| n / scale)
+        .filter(|n| (0.0..=1.0).contains(n))
+        .ok_or_else(|| ConfigError {
+            name,
+            value: text.to_string(),
+            reason: "expected a fraction between 0 and 1 (0.1) or a percentage (10%)".into(),
+        })
 }
 
 impl GisDbConfig {

@@ -1,7 +1,10 @@
 //! Downloading the GIS file of a resource, as the contract says and safer: http and https only,
-//! redirects followed by hand (at most [`MAX_REDIRECTS`]), the API key and HDX's User-Agent
-//! only for the CKAN host (and never again once a redirect left it, nor over a downgrade to
-//! plain http), a 12 s limit to connect and for each read, the whole download within
+//! every connection (each redirect hop too) through the [outbound guard](crate::outbound), so a
+//! contributor's URL never reaches the worker's loopback, private network or cloud metadata,
+//! redirects followed by hand (at most [`MAX_REDIRECTS`]), HDX's User-Agent only for the CKAN
+//! host and the API key only over https to the CKAN host's configured port (plain http only
+//! with `HDX_CKAN_ALLOW_HTTP`), and never again once a redirect left the host or downgraded to
+//! plain http; a 12 s limit to connect and for each read, the whole download within
 //! `TIMEOUT_SEC`, the size checked against the declared Content-Length and again while
 //! streaming. The file name comes from Content-Disposition or the URL and is reduced to a safe
 //! single name inside the job's folder.
@@ -11,11 +14,13 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use url::Url;
 
 use super::failure::Failure;
+use crate::outbound::{self, OutboundPolicy};
 use crate::secret::Secret;
 
 /// Redirects followed before giving up.
@@ -48,6 +53,11 @@ pub struct DownloadSettings {
     pub user_agent: String,
     /// Verify TLS certificates of the CKAN host (other hosts are always verified).
     pub verify_ckan_ssl: bool,
+    /// Send the API key to the CKAN host over plain http too (`HDX_CKAN_ALLOW_HTTP`: local
+    /// stacks and tests); otherwise only https carries it.
+    pub ckan_allow_http: bool,
+    /// Which addresses downloads may reach (`HDX_OUTBOUND_ALLOW`); the CKAN host is exempt.
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 /// A downloaded file.
@@ -70,8 +80,15 @@ pub fn download(
 ) -> Result<Downloaded, Failure> {
     let started = Instant::now();
     let original = parse_http_url(url)?;
-    let ckan_agent = agent(settings.verify_ckan_ssl);
-    let strict_agent = agent(true);
+    let policy = Arc::new(
+        settings
+            .outbound
+            .as_ref()
+            .clone()
+            .exempt_host(&settings.ckan_host),
+    );
+    let ckan_agent = agent(settings.verify_ckan_ssl, policy.clone());
+    let strict_agent = agent(true, policy);
     let mut trusted = is_ckan_host(&original, &settings.ckan_host);
     let mut current = original.clone();
     let mut previous_https = current.scheme() == "https";
@@ -89,8 +106,10 @@ pub fn download(
             .build();
         if trusted {
             request = request.header("User-Agent", &settings.user_agent);
-            if let Some(key) = settings.api_key.as_ref().filter(|k| !k.is_empty()) {
-                request = request.header("Authorization", key.expose());
+            if key_allowed(&current, &settings.ckan_host, settings.ckan_allow_http) {
+                if let Some(key) = settings.api_key.as_ref().filter(|k| !k.is_empty()) {
+                    request = request.header("Authorization", key.expose());
+                }
             }
         }
         let response = request
@@ -198,19 +217,19 @@ pub fn recreate_folder(folder: &Path) -> Result<(), Failure> {
     })
 }
 
-fn agent(verify_tls: bool) -> ureq::Agent {
+/// An agent whose every connection passes the outbound guard.
+fn agent(verify_tls: bool, policy: Arc<OutboundPolicy>) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder()
         .disable_verification(!verify_tls)
         .build();
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_connect(Some(READ_TIMEOUT))
         .timeout_recv_response(Some(READ_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
         .http_status_as_error(false)
         .max_redirects(0)
-        .tls_config(tls)
-        .build()
-        .new_agent()
+        .tls_config(tls);
+    outbound::guarded_agent(config, policy)
 }
 
 fn remaining(started: Instant, timeout: Duration) -> Result<Duration, Failure> {
@@ -239,16 +258,9 @@ fn check_scheme(url: Url) -> Result<Url, Failure> {
 /// True when `url` is on the CKAN host. `ckan` is a host, `host:port`, or a URL; without a port
 /// any port of that host matches.
 pub fn is_ckan_host(url: &Url, ckan: &str) -> bool {
-    let ckan = ckan.trim().trim_end_matches('/');
-    if ckan.is_empty() {
+    let Some(spec) = ckan_spec(ckan) else {
         return false;
-    }
-    let spec = if ckan.contains("://") {
-        Url::parse(ckan)
-    } else {
-        Url::parse(&format!("http://{ckan}"))
     };
-    let Ok(spec) = spec else { return false };
     let (Some(want), Some(have)) = (spec.host_str(), url.host_str()) else {
         return false;
     };
@@ -258,6 +270,40 @@ pub fn is_ckan_host(url: &Url, ckan: &str) -> bool {
     match spec.port() {
         Some(port) => url.port_or_known_default() == Some(port),
         None => true,
+    }
+}
+
+/// True when a request to `url` may carry the API key: it is on the CKAN host, at the CKAN
+/// host's configured port (443 for https, 80 for http, unless `HDX_DOMAIN` names one), over
+/// https, or over plain http when `allow_http` (`HDX_CKAN_ALLOW_HTTP`) says so.
+pub fn key_allowed(url: &Url, ckan: &str, allow_http: bool) -> bool {
+    let Some(spec) = ckan_spec(ckan) else {
+        return false;
+    };
+    if !is_ckan_host(url, ckan) {
+        return false;
+    }
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && allow_http);
+    let port = spec.port().or_else(|| {
+        if url.scheme() == "https" {
+            Some(443)
+        } else {
+            Some(80)
+        }
+    });
+    scheme_ok && url.port_or_known_default() == port
+}
+
+/// `HDX_DOMAIN` as a URL (a bare host or `host:port` gets `http://`).
+fn ckan_spec(ckan: &str) -> Option<Url> {
+    let ckan = ckan.trim().trim_end_matches('/');
+    if ckan.is_empty() {
+        return None;
+    }
+    if ckan.contains("://") {
+        Url::parse(ckan).ok()
+    } else {
+        Url::parse(&format!("http://{ckan}")).ok()
     }
 }
 
@@ -393,6 +439,9 @@ fn http_error(status: u16, url: &Url) -> Failure {
 }
 
 fn transport_failure(error: &ureq::Error, url: &Url) -> Failure {
+    if outbound::refusal(error).is_some() {
+        return Failure::address_not_allowed(url.host_str().unwrap_or(""));
+    }
     match error {
         ureq::Error::Timeout(_) => Failure::timeout("timeout reached"),
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -469,6 +518,35 @@ mod tests {
         ));
         assert!(is_ckan_host(&url("https://a.org/f"), "https://a.org/"));
         assert!(!is_ckan_host(&url("https://a.org/f"), ""));
+    }
+
+    /// The API key goes over https to the CKAN host's configured port only (or plain http with
+    /// `HDX_CKAN_ALLOW_HTTP`): never to another port of that host, nor to plain http by default.
+    #[test]
+    fn the_api_key_goes_only_over_https_to_the_configured_port() {
+        let ckan = "data.humdata.org";
+        assert!(key_allowed(&url("https://data.humdata.org/x"), ckan, false));
+        assert!(!key_allowed(
+            &url("https://data.humdata.org:8443/x"),
+            ckan,
+            false
+        ));
+        assert!(!key_allowed(&url("http://data.humdata.org/x"), ckan, false));
+        assert!(key_allowed(&url("http://data.humdata.org/x"), ckan, true));
+        assert!(!key_allowed(&url("https://evil.example/x"), ckan, true));
+        assert!(key_allowed(&url("https://h:8443/x"), "h:8443", false));
+        assert!(!key_allowed(&url("https://h/x"), "h:8443", false));
+        assert!(!key_allowed(
+            &url("http://127.0.0.1:9/x"),
+            "127.0.0.1:9",
+            false
+        ));
+        assert!(key_allowed(
+            &url("http://127.0.0.1:9/x"),
+            "127.0.0.1:9",
+            true
+        ));
+        assert!(!key_allowed(&url("http://127.0.0.1:9/x"), "", true));
     }
 
     #[test]

@@ -10,16 +10,17 @@
 //! | the download folder cannot be made | FolderCreationException | folder-creation-problem |
 //! | GDAL cannot import the file (after the repair rules), degraded import, importer crashed | PushingToPostgisException | pushing-to-postgis-problem |
 //! | no download URL, or not http/https | MissingUrlException | missing-url |
+//! | the URL (or a redirect) leads to an address downloads may not reach (`HDX_OUTBOUND_ALLOW`) | AddressNotAllowedException | missing-url |
 //! | no bounding box or no fields (e.g. zero features) | FetchLayerMetadataException | fetch-bounding-box-problem |
 //! | no CKAN URL or API key | WrongConfigurationException | wrong-configuration |
 //! | HTTP error status, connection problems, redirect loops, file name unknown, unsafe or broken archive | HTTPError, ConnectionError, TooManyRedirects, ValueError, UnsafeArchiveException, BadZipFile | unknown |
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The contract's failure types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureKind {
     /// `file-too-large`.
     FileTooLarge,
@@ -59,7 +60,7 @@ impl FailureKind {
 pub const PUSHING_MESSAGE: &str = "Problem during ogr2ogr import to postgis";
 
 /// A failed import, as reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// `error_class`.
     pub class: String,
@@ -86,6 +87,17 @@ impl Failure {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// `missing-url`: the URL's host resolves only to addresses downloads may not reach. The
+    /// message names the host and nothing of the transport (no address, port or error), so
+    /// reports cannot be used to scan the worker's network.
+    pub fn address_not_allowed(host: &str) -> Self {
+        Self::new(
+            "AddressNotAllowedException",
+            FailureKind::MissingUrl,
+            format!("Url missing or has a problem: the address of {host} is not allowed"),
+        )
     }
 
     /// `file-too-large`.

@@ -18,7 +18,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use gdal::vector::LayerAccess;
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
@@ -37,8 +37,13 @@ pub const SOURCE_DRIVERS: [&str; 6] = [
 /// What the child is asked to do.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ImportRequest {
-    /// The file (or `/vsi...` path) to import.
+    /// The downloaded (or local) file: imported as it is, or unpacked first when it is a zip or
+    /// a KMZ.
     pub source: PathBuf,
+    /// The job's folder: archives unpack into `<work_dir>/zip`.
+    pub work_dir: PathBuf,
+    /// What an archive may unpack to.
+    pub archive: super::archive::ArchiveLimits,
     /// The schema of the staging table.
     pub schema: String,
     /// The staging table (created, or replaced).
@@ -51,6 +56,7 @@ impl std::fmt::Debug for ImportRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImportRequest")
             .field("source", &self.source)
+            .field("work_dir", &self.work_dir)
             .field("schema", &self.schema)
             .field("table", &self.table)
             .field("conninfo", &"***")
@@ -147,9 +153,23 @@ pub struct ImportReport {
     /// Features in the source as its driver counts them without reading everything (`None`
     /// when that would cost a full read).
     pub source_features: Option<u64>,
+    /// Why the archive could not be unpacked (nothing was imported then).
+    #[serde(default)]
+    pub unpack_failure: Option<super::failure::Failure>,
 }
 
 impl ImportReport {
+    /// The report of an archive that could not be unpacked.
+    pub fn unpack_failed(failure: super::failure::Failure) -> Self {
+        ImportReport {
+            ok: false,
+            fixes: Vec::new(),
+            attempts: Vec::new(),
+            source_features: None,
+            unpack_failure: Some(failure),
+        }
+    }
+
     /// The messages of the last attempt, one per line.
     pub fn last_messages(&self) -> String {
         self.attempts
@@ -165,15 +185,20 @@ pub fn prepare() {
     REGISTERED.call_once(gdal::DriverManager::register_all);
 }
 
-/// Imports `request.source` into the staging table, applying repair rules until one attempt
-/// succeeds or no rule is left. `progress` gets the fraction done (0 to 1) of each attempt.
-pub fn import(request: &ImportRequest, progress: &mut dyn FnMut(f64)) -> ImportReport {
+/// Imports `source` (the request's file, or the layer file unpacked from it) into the staging
+/// table, applying repair rules until one attempt succeeds or no rule is left. `progress` gets
+/// the fraction done (0 to 1) of each attempt.
+pub fn import(
+    request: &ImportRequest,
+    source: &Path,
+    progress: &mut dyn FnMut(f64),
+) -> ImportReport {
     let capture = ErrorCapture::push();
     let mut fixes: Vec<Fix> = Vec::new();
     let mut attempts = Vec::new();
     let mut source_features = None;
     loop {
-        let (ok, features) = attempt(request, &fixes, &capture, progress);
+        let (ok, features) = attempt(request, source, &fixes, &capture, progress);
         if features.is_some() {
             source_features = features;
         }
@@ -190,6 +215,7 @@ pub fn import(request: &ImportRequest, progress: &mut dyn FnMut(f64)) -> ImportR
                 fixes,
                 attempts,
                 source_features,
+                unpack_failure: None,
             };
         }
         match next_fix(&output, &fixes) {
@@ -200,6 +226,7 @@ pub fn import(request: &ImportRequest, progress: &mut dyn FnMut(f64)) -> ImportR
                     fixes,
                     attempts,
                     source_features,
+                    unpack_failure: None,
                 }
             }
         }
@@ -209,6 +236,7 @@ pub fn import(request: &ImportRequest, progress: &mut dyn FnMut(f64)) -> ImportR
 /// Runs one translation; returns success and the source's feature count.
 fn attempt(
     request: &ImportRequest,
+    source_path: &Path,
     fixes: &[Fix],
     capture: &ErrorCapture,
     progress: &mut dyn FnMut(f64),
@@ -225,13 +253,12 @@ fn attempt(
         allowed_drivers: Some(&SOURCE_DRIVERS),
         ..Default::default()
     };
-    let source = match Dataset::open_ex(&request.source, options) {
+    let source = match Dataset::open_ex(source_path, options) {
         Ok(source) => source,
         Err(e) => {
             capture.note(format!(
                 "Unable to open datasource `{}' as a GIS file: {e}",
-                request
-                    .source
+                source_path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
@@ -251,6 +278,16 @@ fn attempt(
     // rule already chose the type.
     let layer_names: Vec<String> = source.layers().map(|l| l.name()).collect();
     let several = layer_names.len() > 1;
+    // Several layers are named in argv, where a name beginning with `-` would be read as an
+    // option (a KML folder named "-sql ..." would become GDAL SQL): refuse those files.
+    if several {
+        if let Some(name) = layer_names.iter().find(|name| name.starts_with('-')) {
+            capture.note(format!(
+                "the layer name {name:?} begins with '-' and cannot be imported safely"
+            ));
+            return (false, source_features);
+        }
+    }
     let mut dest = format!("PG:{}", request.conninfo);
     if latin1 {
         dest.push_str(" client_encoding=LATIN1");
@@ -568,6 +605,11 @@ mod tests {
     fn requests_hide_the_connection_string() {
         let request = ImportRequest {
             source: "/tmp/x.geojson".into(),
+            work_dir: "/tmp".into(),
+            archive: super::super::archive::ArchiveLimits {
+                max_bytes: 1,
+                max_entries: 1,
+            },
             schema: "public".into(),
             table: "t".into(),
             conninfo: "password='hunter2'".into(),

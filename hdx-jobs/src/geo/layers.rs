@@ -2,9 +2,14 @@
 //! character that is not a letter or digit turned into `_`. That name is the only identifier
 //! from outside that reaches SQL, always quoted.
 //!
-//! Cleanup finds tables whose resource is gone from CKAN (the contract's "Layer cleanup"): a
-//! table's resource id is its name without the prefix, `_` turned back into `-`; CKAN's list
-//! of resource ids with one id or fewer is treated as broken and nothing is deleted.
+//! Cleanup finds tables whose resource is gone from CKAN (the old service's "layer cleanup"):
+//! each id in CKAN's list is turned into its table name with the same [`layer_id`] an import
+//! uses, and layer tables with no such id are deletable. (The old service turned table names
+//! back into ids, `_` into `-`, which dropped the layer of every resource whose id contains `_`
+//! or other characters.) Two guards keep a broken CKAN answer from emptying the layer database:
+//! a list with one id or fewer is refused, and a run that would drop more than a share of the
+//! layers (`HDX_CLEANUP_MAX_SHARE`, default 10 %) is refused unless forced: a truncated list
+//! looks just like that.
 
 use std::collections::BTreeSet;
 
@@ -31,14 +36,6 @@ pub fn layer_id(prefix: &str, resource_id: &str) -> String {
         id.truncate(end);
     }
     id
-}
-
-/// The resource id a layer table stands for (`_` back to `-`).
-pub fn resource_id_of(prefix: &str, table: &str) -> Option<String> {
-    table
-        .strip_prefix(prefix)?
-        .strip_prefix('_')
-        .map(|rest| rest.replace('_', "-"))
 }
 
 /// A double-quoted SQL identifier.
@@ -75,7 +72,11 @@ pub async fn drop_layer(
     prefix: &str,
     resource_id: &str,
 ) -> Result<bool, DbError> {
-    let table = layer_id(prefix, resource_id);
+    drop_table(db, &layer_id(prefix, resource_id)).await
+}
+
+/// Drops a layer table by name (and tells the tile servers). `Ok(false)` when there was none.
+async fn drop_table(db: &tokio_postgres::Client, table: &str) -> Result<bool, DbError> {
     let exists = db
         .query_opt(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public' AND table_name = $1",
@@ -89,18 +90,18 @@ pub async fn drop_layer(
     }
     db.batch_execute(&format!(
         "DROP TABLE IF EXISTS public.{}",
-        quote_ident(&table)
+        quote_ident(table)
     ))
     .await
     .map_err(|e| DbError::from_pg("cannot drop the layer", &e))?;
-    super::tiles::notify_changed(db, &table).await?;
+    super::tiles::notify_changed(db, table).await?;
     Ok(true)
 }
 
 /// What a cleanup found and did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CleanupReport {
-    /// Resource ids of the layers whose resource is gone.
+    /// The layer tables whose resource is gone from CKAN.
     pub deletable: Vec<String>,
     /// How many layers exist.
     pub layers: usize,
@@ -110,12 +111,37 @@ pub struct CleanupReport {
     pub deleted: bool,
 }
 
+/// How a cleanup runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleanupOptions {
+    /// Only report what would be dropped.
+    pub dry_run: bool,
+    /// Largest share of the layers one run may drop (`HDX_CLEANUP_MAX_SHARE`); at least one
+    /// layer may always go.
+    pub max_share: f64,
+    /// Drop even beyond `max_share`.
+    pub force: bool,
+}
+
 /// Why a cleanup refused to run.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
     /// CKAN's list is implausible (one id or fewer): deleting would drop every layer.
     #[error("Seems like the ckan list of resources is not correct")]
     BrokenResourceList,
+    /// The run would drop more than the allowed share of the layers.
+    #[error(
+        "refusing to drop {deletable} of {layers} layers: more than HDX_CLEANUP_MAX_SHARE \
+         ({share} %) of them; CKAN's resource list may be incomplete (force to drop anyway)"
+    )]
+    TooMany {
+        /// Layers that would go.
+        deletable: usize,
+        /// Layers there are.
+        layers: usize,
+        /// The allowed share, in percent.
+        share: f64,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -125,40 +151,76 @@ impl CleanupError {
     /// The old service's error class name.
     pub fn class(&self) -> &'static str {
         match self {
-            CleanupError::BrokenResourceList => "CkanInfoException",
+            CleanupError::BrokenResourceList | CleanupError::TooMany { .. } => "CkanInfoException",
             CleanupError::Db(_) => "FetchLayerIdsException",
         }
     }
 }
 
+/// Every resource id CKAN lists (`RESOURCE_ID_LIST_ACTION`), with the GIS API key. Blocking.
+pub fn ckan_resource_ids(
+    ckan: &crate::config::CkanConfig,
+    timeout: std::time::Duration,
+) -> Result<Vec<String>, crate::ckan::CkanError> {
+    let client = crate::ckan::CkanClient::new(ckan, ckan.gis_api_key.clone(), timeout)?;
+    let answer = client.get(&ckan.resource_id_list_action, &[])?;
+    let ids = answer
+        .get("result")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| crate::ckan::CkanError::BadResponse {
+            action: ckan.resource_id_list_action.clone(),
+            message: "the answer has no result list".into(),
+        })?;
+    Ok(ids
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect())
+}
+
+/// The layer tables with no resource in `ckan_resource_ids` (both sides named by [`layer_id`]).
+pub fn orphan_layers(tables: &[String], prefix: &str, ckan_resource_ids: &[String]) -> Vec<String> {
+    let known: BTreeSet<String> = ckan_resource_ids
+        .iter()
+        .map(|id| layer_id(prefix, id))
+        .collect();
+    tables
+        .iter()
+        .filter(|t| !known.contains(t.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Finds the layers whose resource is not in `ckan_resource_ids`, and drops them unless
-/// `dry_run`.
+/// `options.dry_run` (refusing beyond `options.max_share` unless `options.force`).
 pub async fn cleanup(
     db: &tokio_postgres::Client,
     prefix: &str,
     ckan_resource_ids: &[String],
-    dry_run: bool,
+    options: CleanupOptions,
 ) -> Result<CleanupReport, CleanupError> {
     if ckan_resource_ids.len() <= 1 {
         return Err(CleanupError::BrokenResourceList);
     }
-    let known: BTreeSet<&str> = ckan_resource_ids.iter().map(String::as_str).collect();
     let tables = list_layers(db, prefix).await?;
-    let deletable: Vec<String> = tables
-        .iter()
-        .filter_map(|t| resource_id_of(prefix, t))
-        .filter(|id| !known.contains(id.as_str()))
-        .collect();
-    if !dry_run {
-        for id in &deletable {
-            drop_layer(db, prefix, id).await?;
+    let deletable = orphan_layers(&tables, prefix, ckan_resource_ids);
+    let allowed = ((tables.len() as f64 * options.max_share).floor() as usize).max(1);
+    if !options.dry_run && !options.force && deletable.len() > allowed {
+        return Err(CleanupError::TooMany {
+            deletable: deletable.len(),
+            layers: tables.len(),
+            share: options.max_share * 100.0,
+        });
+    }
+    if !options.dry_run {
+        for table in &deletable {
+            drop_table(db, table).await?;
         }
     }
     Ok(CleanupReport {
         layers: tables.len(),
         ckan_resources: ckan_resource_ids.len(),
         deletable,
-        deleted: !dry_run,
+        deleted: !options.dry_run,
     })
 }
 
@@ -173,13 +235,20 @@ mod tests {
             layer_id("pre", "x'; DROP TABLE y; --"),
             "pre_x___DROP_TABLE_y____"
         );
-        assert_eq!(
-            resource_id_of("pre", "pre_1a2b_3c4d"),
-            Some("1a2b-3c4d".into())
-        );
-        assert_eq!(resource_id_of("pre", "other_1"), None);
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         let long = layer_id("pre", &"é".repeat(40));
         assert!(long.len() <= 63 && long.starts_with("pre_é"));
+    }
+
+    /// The old cleanup turned `pre_a_b` back into the id `a-b`, so the layer of a resource
+    /// whose id really is `a_b` (or `a.b`) was deleted though the resource exists.
+    #[test]
+    fn regression_cleanup_keeps_layers_of_ids_with_underscores() {
+        let tables: Vec<String> = ["pre_a_b", "pre_c_d", "pre_gone"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let ckan = vec!["a_b".to_string(), "c.d".to_string()];
+        assert_eq!(orphan_layers(&tables, "pre", &ckan), vec!["pre_gone"]);
     }
 }

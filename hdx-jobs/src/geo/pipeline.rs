@@ -1,6 +1,6 @@
 //! One geopreview import from start to end, shared by the worker's task and the CLI:
-//! lock the layer → download (or take a local file) → unpack → import in a child process into a
-//! staging table → check what was loaded → delete out-of-range features, read the box and
+//! lock the layer → download (or take a local file) → unpack and import in a child process into
+//! a staging table → check what was loaded → delete out-of-range features, read the box and
 //! fields → index, analyse → swap the staging table in. The download folder and the staging
 //! table are removed whatever happens (guards, so even a dropped future cleans up).
 //!
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::archive::{self, ArchiveLimits};
-use super::child::{self, ChildCommand, ChildError};
+use super::archive::ArchiveLimits;
+use super::child::{self, ChildCommand, ChildError, ChildLimits};
 use super::config::{scrub, GisDbConfig};
 use super::db;
 use super::download::{self, DownloadSettings};
@@ -25,6 +25,14 @@ use super::import::{Fix, ImportRequest};
 use super::layers::layer_id;
 use super::metadata::{self, Metadata};
 use super::staging;
+
+/// CPU seconds of an import child when the import has no deadline (the CLI without
+/// `--timeout`).
+const CHILD_CPU_SECS_WITHOUT_DEADLINE: u64 = 6 * 3600;
+
+/// Room above the unpacked-archive limit for what else the child may write (GDAL's temporary
+/// files).
+const CHILD_FILE_MARGIN: u64 = 64 * 1024 * 1024;
 
 /// Where the file comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +176,18 @@ pub async fn run(
     };
     let mut since = started;
     // Start the import child now: it loads GDAL while we connect and download.
-    let child_process = child::ChildProcess::spawn(&settings.child);
+    let limits = ChildLimits {
+        memory_bytes: settings.child.max_memory_bytes,
+        cpu_secs: remaining(settings.deadline).map_or(CHILD_CPU_SECS_WITHOUT_DEADLINE, |left| {
+            left.as_secs().saturating_mul(2).saturating_add(10)
+        }),
+        file_bytes: settings
+            .archive
+            .max_bytes
+            .max(settings.download.max_bytes)
+            .saturating_add(CHILD_FILE_MARGIN),
+    };
+    let child_process = child::ChildProcess::spawn(&settings.child, limits);
     let mut client = db::connect(db_config).await.map_err(pushing_db)?;
     // DROP ... IF EXISTS notices are not news.
     let _ = client
@@ -206,18 +225,8 @@ pub async fn run(
         }
     };
     mark("download", &mut since);
-    check_time(settings.deadline)?;
-    progress.step("unpack");
-    let layer_file = {
-        let (downloaded, folder, limits) = (downloaded.clone(), folder.clone(), settings.archive);
-        tokio::task::spawn_blocking(move || archive::layer_file(&downloaded, &folder, limits))
-            .await
-            .map_err(|e| Failure::unknown("RuntimeError", e.to_string()))??
-    };
 
-    mark("unpack", &mut since);
-
-    // Import into a staging table in a child process.
+    // Unpack (archives) and import into a staging table, in the child process.
     check_time(settings.deadline)?;
     progress.step("import");
     let conninfo = db_config
@@ -229,7 +238,9 @@ pub async fn run(
         db: db_config.clone(),
     };
     let request = ImportRequest {
-        source: absolute(&layer_file),
+        source: absolute(&downloaded),
+        work_dir: absolute(&folder),
+        archive: settings.archive,
         schema: "public".into(),
         table: staging_table.clone(),
         conninfo: conninfo.expose().to_string(),
@@ -277,6 +288,10 @@ pub async fn run(
             return Err(Failure::pushing().with_detail(detail));
         }
     };
+    if let Some(failure) = report.unpack_failure {
+        staging_guard.drop_now().await;
+        return Err(failure);
+    }
     let detail = scrub(&report.last_messages(), &sensitive);
     if !report.ok {
         staging_guard.drop_now().await;

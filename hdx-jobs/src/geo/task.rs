@@ -2,8 +2,10 @@
 //! dict the old API enqueued (JSON or pickle; `max_file_size_mb` is in bytes there, as the old
 //! service sent it), runs the [pipeline](super::pipeline) and reports `shape_info` to CKAN on
 //! success and on every failure. The database and the API key come from the worker's
-//! environment (`HDX_GISDB_*`, `HDX_GIS_API_KEY`), as with the newest old worker; the rest from
-//! the dict, falling back to the worker's settings.
+//! environment (`HDX_GISDB_*`, `HDX_GIS_API_KEY`), as with the newest old worker; so do CKAN's
+//! URL and host, TLS verification, the download folder and the table prefix (a differing value
+//! in the dict is ignored with a warning: see [`worker_setting`]). Limits, the User-Agent and
+//! the report's action come from the dict, falling back to the worker's settings.
 //!
 //! As before, a failed import is a finished job (the failure goes to CKAN, not to RQ): the job
 //! fails only when it cannot report (no CKAN URL or API key: `WrongConfigurationException`,
@@ -28,7 +30,8 @@ use super::layers::layer_id;
 use super::pipeline::{self, Progress, Settings, Source};
 use super::report;
 use crate::ckan::CkanClient;
-use crate::config::{CkanConfig, Config};
+use crate::config::{worker_setting, CkanConfig, Config};
+use crate::outbound::OutboundPolicy;
 use crate::secret::Secret;
 use crate::task::{JobContext, Task, TaskError};
 
@@ -136,6 +139,7 @@ pub struct CreatePreviewTask {
     ckan: CkanConfig,
     api_key: Option<Secret>,
     child: ChildCommand,
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl CreatePreviewTask {
@@ -153,41 +157,52 @@ impl CreatePreviewTask {
             ckan: config.ckan.clone(),
             api_key: config.ckan.gis_api_key.clone(),
             child,
+            outbound: Arc::new(config.outbound.clone()),
         }
     }
 
+    /// The import settings: limits and the User-Agent from the job (as the old API sent them),
+    /// where secrets go and where files are written from the worker ([`worker_setting`]).
     fn settings(&self, args: &PreviewArgs, deadline: Option<Instant>) -> Settings {
         let chunk = args
             .download_chunk_size
             .unwrap_or(self.geo.download_chunk_size_mb * 1024 * 1024);
+        let job_text = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         Settings {
-            table_prefix: args
-                .table_name_prefix
-                .clone()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| self.geo.table_name_prefix.clone()),
-            tmp_dir: args
-                .tmp_download_directory
-                .clone()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| self.geo.tmp_dir.clone())
-                .into(),
+            table_prefix: worker_setting(
+                "table_name_prefix",
+                job_text(&args.table_name_prefix),
+                self.geo.table_name_prefix.clone(),
+            ),
+            tmp_dir: worker_setting(
+                "tmp_download_directory",
+                job_text(&args.tmp_download_directory),
+                self.geo.tmp_dir.clone(),
+            )
+            .into(),
             download: DownloadSettings {
                 max_bytes: args
                     .max_file_size_mb
                     .unwrap_or(self.geo.max_file_size_mb * 1024 * 1024),
                 chunk_size: usize::try_from(chunk).unwrap_or(usize::MAX),
                 timeout: Duration::from_secs(args.timeout_sec.unwrap_or(self.geo.timeout_sec)),
-                ckan_host: args
-                    .ckan_server_url
-                    .clone()
-                    .unwrap_or_else(|| self.ckan.domain.clone()),
+                ckan_host: worker_setting(
+                    "ckan_server_url",
+                    job_text(&args.ckan_server_url),
+                    self.ckan.domain.clone(),
+                ),
                 api_key: self.api_key.clone(),
                 user_agent: args
                     .hdx_user_agent
                     .clone()
                     .unwrap_or_else(|| self.ckan.user_agent.clone()),
-                verify_ckan_ssl: args.verify_ckan_ssl.unwrap_or(self.ckan.verify_ssl),
+                verify_ckan_ssl: worker_setting(
+                    "verify_ckan_ssl",
+                    args.verify_ckan_ssl,
+                    self.ckan.verify_ssl,
+                ),
+                ckan_allow_http: self.ckan.allow_http,
+                outbound: self.outbound.clone(),
             },
             archive: ArchiveLimits {
                 max_bytes: self.geo.max_extracted_mb.saturating_mul(1024 * 1024),
@@ -229,11 +244,15 @@ impl Task for CreatePreviewTask {
     type Output = Value;
 
     async fn run(&self, ctx: &JobContext, args: PreviewArgs) -> Result<Value, TaskError> {
-        let base_url = args
-            .ckan_api_base_url
-            .clone()
-            .or_else(|| self.ckan.api_base_url.clone())
-            .filter(|u| !u.is_empty() && u != "None");
+        let base_url = worker_setting(
+            "ckan_api_base_url",
+            args.ckan_api_base_url
+                .clone()
+                .filter(|u| !u.is_empty() && u != "None")
+                .map(Some),
+            self.ckan.api_base_url.clone(),
+        )
+        .filter(|u| !u.is_empty());
         let api_key = self.api_key.clone().filter(|k| !k.is_empty());
         let (Some(base_url), Some(api_key)) = (base_url, api_key) else {
             tracing::error!(

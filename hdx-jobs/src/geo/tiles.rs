@@ -4,8 +4,10 @@
 //! ids are made of, and is a table in `public` with a geometry column: the name is checked, then
 //! looked up in the catalogue with a bound parameter, and only the catalogue's own spelling is
 //! quoted into SQL; tile coordinates and the simplification tolerance are bound parameters.
-//! Geometry is simplified by zoom (half a tile-grid cell) before it is clipped and quantised,
-//! so low-zoom tiles of big layers stay small and fast.
+//! Geometry is first clipped to the tile (with its buffer) by bounding box, then simplified by
+//! zoom (half a tile-grid cell), then clipped exactly and quantised: low-zoom tiles of big
+//! layers stay small, and a high-zoom tile inside a huge polygon costs the few vertices near the
+//! tile, not the whole polygon's.
 //!
 //! Layers change under a running server (imports swap tables in, cleanups drop them): whoever
 //! changes one calls [`notify_changed`], a PostgreSQL `NOTIFY` on [`CHANNEL`] that servers
@@ -178,7 +180,7 @@ impl LayerInfo {
             "WITH env AS (SELECT ST_TileEnvelope($1::int, $2::int, $3::int) AS tile, \
                                  ST_Transform(ST_TileEnvelope($1::int, $2::int, $3::int, margin => {margin}), 4326) AS area) \
              SELECT ST_AsMVT(q, {layer}, {EXTENT}, 'geom'{id_arg}) FROM ( \
-               SELECT ST_AsMVTGeom(ST_Transform(ST_Simplify(t.{geom}, $4::float8, true), 3857), env.tile, {EXTENT}, {BUFFER}, true) AS geom \
+               SELECT ST_AsMVTGeom(ST_Transform(ST_Simplify(ST_ClipByBox2D(t.{geom}, env.area::box2d), $4::float8, true), 3857), env.tile, {EXTENT}, {BUFFER}, true) AS geom \
                       {id_select}{columns} \
                FROM public.{table} t, env WHERE t.{geom} && env.area \
              ) q WHERE q.geom IS NOT NULL",
@@ -317,6 +319,10 @@ mod tests {
         assert!(sql.contains("t.\"pop\"::float8"));
         assert!(sql.contains("'ogc_fid'"));
         assert!(sql.contains("$1::int, $2::int, $3::int") && sql.contains("$4::float8"));
+        assert!(
+            sql.contains("ST_Simplify(ST_ClipByBox2D(t.\"wkb_geometry\", env.area::box2d)"),
+            "clipped before it is simplified: {sql}"
+        );
         let doc = info.tilejson("http://h/tiles/pre_a/{z}/{x}/{y}.pbf");
         assert_eq!(doc["bounds"], json!([1.0, 2.0, 3.0, 4.0]));
         assert_eq!(doc["vector_layers"][0]["fields"]["pop"], "Number");

@@ -194,9 +194,20 @@ impl Job {
         }
     }
 
-    /// The serializer of the payload (JSON when the payload is unreadable).
+    /// The serializer of the payload, from its first byte (JSON when there is none).
     pub fn serializer(&self) -> Serializer {
-        self.payload().map(|p| p.serializer).unwrap_or_default()
+        self.fields
+            .get("data")
+            .map(|data| payload::serializer_of(data))
+            .unwrap_or_default()
+    }
+
+    /// The task's wire name, read without decoding the payload (see
+    /// [`CallPayload::func_name_of`]).
+    pub fn func_name(&self) -> Option<String> {
+        self.fields
+            .get("data")
+            .and_then(|data| CallPayload::func_name_of(data))
     }
 
     /// The decoded `meta` (an empty object when missing or unreadable).

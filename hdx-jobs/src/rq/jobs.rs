@@ -15,8 +15,11 @@ use super::scripts;
 use super::time::{rfc3339, Timestamp};
 use super::{commands, keys};
 use crate::connection::RedisClient;
+use crate::secret::{redact_text, redact_value};
 
-/// A job as operators see it: `hdx-jobs job show`, the monitor.
+/// A job as operators see it: `hdx-jobs job show`, the monitor. Secrets in its arguments,
+/// description, meta and result are redacted ([`crate::secret::redact_value`]): the view is
+/// for people, and a job may carry tokens.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     /// The job id.
@@ -60,8 +63,33 @@ pub struct JobView {
 impl JobView {
     /// Builds the view of a job and its latest result.
     pub fn new(job: &Job, latest_result: Option<JobResult>) -> Self {
-        let payload = job.payload();
+        let payload = job.payload().map(|mut call| {
+            let mut args = Value::Array(std::mem::take(&mut call.args));
+            let mut kwargs = Value::Object(std::mem::take(&mut call.kwargs));
+            redact_value(&mut args);
+            redact_value(&mut kwargs);
+            if let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) {
+                call.args = args;
+                call.kwargs = kwargs;
+            }
+            call
+        });
         let time = |field: &str| job.time(field).map(|t| rfc3339(&t));
+        // RQ's default description is a repr of the arguments: write it again from the redacted
+        // ones. A custom description (anything else) is shown with URL credentials redacted.
+        let description = job.description().map(|stored| match &payload {
+            Ok(call) if stored.starts_with(&format!("{}(", call.func_name)) => call.description(),
+            _ => redact_text(&stored),
+        });
+        let mut meta = job.meta();
+        redact_value(&mut meta);
+        let latest_result = latest_result.map(|mut result| {
+            if let Some(value) = result.return_value.as_mut() {
+                redact_value(value);
+            }
+            result.exc_string = result.exc_string.as_deref().map(redact_text);
+            result
+        });
         JobView {
             id: job.id.clone(),
             status: job
@@ -73,7 +101,7 @@ impl JobView {
             kwargs: payload.as_ref().ok().map(|p| p.kwargs.clone()),
             serializer: payload.as_ref().ok().map(|p| p.serializer),
             payload_error: payload.as_ref().err().map(|e| e.to_string()),
-            description: job.description(),
+            description,
             created_at: time("created_at"),
             enqueued_at: time("enqueued_at"),
             started_at: time("started_at"),
@@ -81,7 +109,7 @@ impl JobView {
             timeout: job.timeout(),
             retries_left: job.retries_left(),
             worker_name: job.worker_name(),
-            meta: job.meta(),
+            meta,
             latest_result,
         }
     }

@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 
-use chrono::Utc;
 use redis::aio::ConnectionLike;
 
 use super::error::RqResult;
@@ -19,7 +18,7 @@ use super::keys;
 use super::registry::{self, Registry};
 use super::results::encode_exc_string;
 use super::scripts;
-use super::time::{format_epoch_f64, Timestamp};
+use super::time::{format_epoch_f64, server_now, Timestamp};
 
 /// How long our cleaner holds a queue's maintenance lock. A round takes milliseconds and the
 /// lock is released after it; the expiry only matters when the cleaner dies mid-round, and then
@@ -96,7 +95,9 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
         ran: true,
         ..Default::default()
     };
-    let now = Timestamp::now();
+    // Expiry is judged on Redis's clock: a cleaner whose host clock runs ahead must not take
+    // live jobs from their workers.
+    let now = server_now(conn).await?;
 
     let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
         .arg(Registry::Finished.key(queue))
@@ -114,12 +115,13 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
     let exc = encode_exc_string(&format!(
         "AbandonedJobError: Moved to FailedJobRegistry, due to AbandonedJobError, at {}\n\
          (the worker running it stopped renewing its lease: it died or lost Redis)\n",
-        Utc::now().format("%Y-%m-%d %H:%M:%S%.6f")
+        now.at.format("%Y-%m-%d %H:%M:%S%.6f")
     ));
     for member in expired {
         let (id, x) = registry::split_member(&member);
         let func = match Job::fetch(conn, id).await? {
-            Some(job) => job.payload().map(|p| p.func_name).unwrap_or_default(),
+            // Only the name, never the whole payload: it may be poison.
+            Some(job) => job.func_name().unwrap_or_default(),
             None => String::new(),
         };
         let outcome: String = scripts::FAIL
@@ -128,7 +130,6 @@ async fn clean_queue_locked<C: ConnectionLike + Send>(
             .arg(x)
             .arg(queue)
             .arg("")
-            .arg(now.secs())
             .arg(now.text())
             .arg("")
             .arg(format_epoch_f64(now.secs_f64()))

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod metrics;
 pub mod payload;
+pub mod pickle;
 pub mod queue;
 pub mod registry;
 pub mod results;

@@ -6,16 +6,39 @@
 //! Python client that enqueued with pickle can read what we write back.
 //!
 //! We write JSON payloads (Python's `json.dumps` spacing, ASCII-escaped) and read both. Pickle is
-//! read with `serde-pickle` and written (protocol 3, which every Python 3 reads) only for results
-//! and meta of pickled jobs.
+//! read and written by [`super::pickle`] (written only for results and meta of pickled jobs).
+//!
+//! Payloads come from anything that can write Redis, so reading one is bounded: the zlib output
+//! is capped ([`max_payload_bytes`], `HDX_JOBS_MAX_PAYLOAD_MB`), pickles are read within
+//! [`super::pickle::Limits`], JSON within serde_json's nesting limit. A payload over a limit is
+//! an error naming the limit, which fails its job; nothing here can abort the process.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::pickle;
 use crate::python_json;
+
+/// Default cap of a decompressed payload, meta or result: 64 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+static MAX_PAYLOAD_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_PAYLOAD_BYTES);
+
+/// The cap on decompressed payloads in this process.
+pub fn max_payload_bytes() -> usize {
+    MAX_PAYLOAD_BYTES.load(Ordering::Relaxed)
+}
+
+/// Sets the cap on decompressed payloads for this process (`HDX_JOBS_MAX_PAYLOAD_MB`; the
+/// binaries call it at start). Process-wide because payloads are decoded wherever a job is
+/// read, far from any configuration.
+pub fn set_max_payload_bytes(bytes: usize) {
+    MAX_PAYLOAD_BYTES.store(bytes.max(1024), Ordering::Relaxed);
+}
 
 /// The serializer of a job's payload, meta and results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -37,9 +60,12 @@ pub enum PayloadError {
     /// The document is not RQ's `(func_name, instance, args, kwargs)`.
     #[error("payload is not RQ's (func_name, instance, args, kwargs) tuple: {0}")]
     BadShape(String),
-    /// The pickle holds something other than plain data (classes, functions, ...).
+    /// The pickle cannot be read (malformed, or over one of its limits).
     #[error("pickle payload cannot be read: {0}")]
-    Pickle(String),
+    Pickle(#[from] pickle::PickleError),
+    /// The payload decompresses to more than [`max_payload_bytes`].
+    #[error("payload decompresses to more than {0} bytes (HDX_JOBS_MAX_PAYLOAD_MB)")]
+    TooLarge(usize),
     /// A value could not be encoded.
     #[error("cannot encode value: {0}")]
     Encode(String),
@@ -69,17 +95,9 @@ impl CallPayload {
         ]);
         let bytes = match self.serializer {
             Serializer::Json => to_python_json(&tuple),
+            // A list where Python writes a tuple: RQ unpacks either.
             Serializer::Pickle => {
-                // Pickle tuples are what Python writes; a JSON array would unpickle as a list,
-                // which RQ accepts as well.
-                let value = serde_pickle::Value::Tuple(vec![
-                    serde_pickle::Value::String(self.func_name.clone()),
-                    serde_pickle::Value::None,
-                    serde_pickle::Value::Tuple(self.args.iter().map(json_to_pickle).collect()),
-                    json_to_pickle(&Value::Object(self.kwargs.clone())),
-                ]);
-                serde_pickle::value_to_vec(&value, serde_pickle::SerOptions::new())
-                    .map_err(|e| PayloadError::Encode(e.to_string()))?
+                pickle::encode(&tuple).map_err(|e| PayloadError::Encode(e.to_string()))?
             }
         };
         Ok(zlib_compress(&bytes))
@@ -87,7 +105,7 @@ impl CallPayload {
 
     /// Decodes a job's `data` field, detecting the serializer.
     pub fn decode(data: &[u8]) -> Result<Self, PayloadError> {
-        let raw = zlib_decompress_or_raw(data);
+        let raw = decompress_bounded(data, max_payload_bytes())?;
         let (value, serializer) = decode_value(&raw)?;
         let Value::Array(mut parts) = value else {
             return Err(PayloadError::BadShape("not a tuple".into()));
@@ -128,6 +146,25 @@ impl CallPayload {
         })
     }
 
+    /// The task name of a job's `data` field, read without decoding the payload: the first
+    /// string of the pickle, or of the JSON array. For logs and metrics of jobs whose payload
+    /// may be poison (maintenance recovering an abandoned job).
+    pub fn func_name_of(data: &[u8]) -> Option<String> {
+        // The name comes first: a few kilobytes of output hold it.
+        let head = decompress_bounded(data, 64 * 1024).or_else(|e| match e {
+            PayloadError::TooLarge(_) => Ok(decompress_prefix(data, 64 * 1024)),
+            other => Err(other),
+        });
+        let head = head.ok()?;
+        if head.first() == Some(&0x80) {
+            return pickle::leading_string(&head);
+        }
+        let rest = head.strip_prefix(b"[")?;
+        let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        let mut stream = serde_json::Deserializer::from_slice(&rest[start..]).into_iter::<String>();
+        stream.next()?.ok()
+    }
+
     /// RQ's default description: a Python-style call string, each argument's repr cut to 75
     /// characters, keyword arguments sorted. E.g. `mod.func({'import_id': 42}, k='v')`.
     pub fn description(&self) -> String {
@@ -146,28 +183,36 @@ pub fn encode_value(value: &Value, serializer: Serializer) -> Result<Vec<u8>, Pa
     match serializer {
         Serializer::Json => Ok(to_python_json(value)),
         Serializer::Pickle => {
-            serde_pickle::value_to_vec(&json_to_pickle(value), serde_pickle::SerOptions::new())
-                .map_err(|e| PayloadError::Encode(e.to_string()))
+            pickle::encode(value).map_err(|e| PayloadError::Encode(e.to_string()))
         }
     }
 }
 
-/// Decodes a serialized value (result, meta), detecting the serializer.
+/// Decodes a serialized value (result, meta), detecting the serializer. Python objects other
+/// than plain data in a pickle (a `datetime.timedelta` in the old scheduler's arguments, say)
+/// come out as the list of their constructor arguments rather than failing the whole payload.
 pub fn decode_value(bytes: &[u8]) -> Result<(Value, Serializer), PayloadError> {
+    if bytes.len() > max_payload_bytes() {
+        return Err(PayloadError::TooLarge(max_payload_bytes()));
+    }
     if bytes.first() == Some(&0x80) {
-        // Python objects other than plain data (a `datetime.timedelta` in the old scheduler's
-        // arguments, say) come out as the tuple of their constructor arguments rather than
-        // failing the whole payload.
-        let options = serde_pickle::DeOptions::new()
-            .keep_restore_state()
-            .replace_unresolved_globals();
-        let value = serde_pickle::value_from_slice(bytes, options)
-            .map_err(|e| PayloadError::Pickle(e.to_string()))?;
-        return Ok((pickle_to_json(value), Serializer::Pickle));
+        let limits = pickle::Limits {
+            max_bytes: max_payload_bytes(),
+            ..Default::default()
+        };
+        return Ok((pickle::decode(bytes, &limits)?, Serializer::Pickle));
     }
     serde_json::from_slice(bytes)
         .map(|v| (v, Serializer::Json))
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
+}
+
+/// The serializer of a job's `data` field, from its first byte (no decoding).
+pub fn serializer_of(data: &[u8]) -> Serializer {
+    match decompress_prefix(data, 1).first() {
+        Some(0x80) => Serializer::Pickle,
+        _ => Serializer::Json,
+    }
 }
 
 /// zlib with the default level, as Python's `zlib.compress`.
@@ -181,81 +226,45 @@ pub fn zlib_compress(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Decompresses zlib data; like Python, uses the bytes as they are when they are not zlib.
-pub fn zlib_decompress_or_raw(bytes: &[u8]) -> Vec<u8> {
+/// Decompresses zlib data, at most `max` bytes of output (more is [`PayloadError::TooLarge`]);
+/// like RQ, takes the bytes as they are when they are not zlib.
+pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<Vec<u8>, PayloadError> {
     let mut out = Vec::new();
-    match ZlibDecoder::new(bytes).read_to_end(&mut out) {
-        Ok(_) => out,
-        Err(_) => bytes.to_vec(),
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    match ZlibDecoder::new(bytes).take(limit).read_to_end(&mut out) {
+        Ok(_) if out.len() > max => Err(PayloadError::TooLarge(max)),
+        Ok(_) => Ok(out),
+        Err(_) if bytes.len() > max => Err(PayloadError::TooLarge(max)),
+        Err(_) => Ok(bytes.to_vec()),
     }
+}
+
+/// The first `n` bytes of the decompressed data (or of the raw bytes when they are not zlib).
+fn decompress_prefix(bytes: &[u8], n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut decoder = ZlibDecoder::new(bytes);
+    let mut filled = 0;
+    while filled < n {
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(_) => return bytes[..n.min(bytes.len())].to_vec(),
+        }
+    }
+    out.truncate(filled);
+    out
+}
+
+/// Decompresses zlib data for display (exception texts), capped at [`max_payload_bytes`]; like
+/// RQ, uses the bytes as they are when they are not zlib.
+pub fn zlib_decompress_or_raw(bytes: &[u8]) -> Vec<u8> {
+    decompress_bounded(bytes, max_payload_bytes())
+        .unwrap_or_else(|_| decompress_prefix(bytes, max_payload_bytes()))
 }
 
 /// JSON text exactly as Python's `json.dumps` writes it by default (see [`crate::python_json`]).
 pub fn to_python_json(value: &Value) -> Vec<u8> {
     python_json::dumps(value).into_bytes()
-}
-
-/// Converts a decoded pickle into JSON: tuples and sets become arrays, dict keys become
-/// strings, bytes become text when they are UTF-8 (else an array of byte values), big integers
-/// become decimal strings.
-pub fn pickle_to_json(value: serde_pickle::Value) -> Value {
-    use serde_pickle::Value as P;
-    match value {
-        P::None => Value::Null,
-        P::Bool(b) => Value::Bool(b),
-        P::I64(i) => Value::from(i),
-        P::Int(big) => Value::String(big.to_string()),
-        P::F64(f) => serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        P::Bytes(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => Value::String(text),
-            Err(e) => Value::Array(e.into_bytes().into_iter().map(Value::from).collect()),
-        },
-        P::String(s) => Value::String(s),
-        P::List(items) | P::Tuple(items) => {
-            Value::Array(items.into_iter().map(pickle_to_json).collect())
-        }
-        P::Set(items) | P::FrozenSet(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|h| pickle_to_json(h.into_value()))
-                .collect(),
-        ),
-        P::Dict(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (hashable_key(k), pickle_to_json(v)))
-                .collect(),
-        ),
-    }
-}
-
-fn hashable_key(key: serde_pickle::HashableValue) -> String {
-    match pickle_to_json(key.into_value()) {
-        Value::String(s) => s,
-        other => other.to_string(),
-    }
-}
-
-/// Converts JSON into pickle values (objects become dicts with string keys).
-pub fn json_to_pickle(value: &Value) -> serde_pickle::Value {
-    use serde_pickle::{HashableValue as H, Value as P};
-    match value {
-        Value::Null => P::None,
-        Value::Bool(b) => P::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => P::I64(i),
-            (None, Some(f)) => P::F64(f),
-            _ => P::String(n.to_string()),
-        },
-        Value::String(s) => P::String(s.clone()),
-        Value::Array(items) => P::List(items.iter().map(json_to_pickle).collect()),
-        Value::Object(map) => P::Dict(
-            map.iter()
-                .map(|(k, v)| (H::String(k.clone()), json_to_pickle(v)))
-                .collect(),
-        ),
-    }
 }
 
 /// Python's `repr` of a JSON value, cut like RQ's description (75 characters + `...`).
@@ -435,6 +444,52 @@ mod tests {
         );
         let meta = unhex("8005950c000000000000007d948c016b948c017694732e");
         assert_eq!(decode_value(&meta).expect("meta").0, json!({"k": "v"}));
+    }
+
+    /// The task name of a poison payload is read without decoding it.
+    #[test]
+    fn func_names_are_read_without_decoding() {
+        let call = CallPayload {
+            func_name: FUNC.into(),
+            args: vec![json!({"import_id": 42})],
+            kwargs: Map::new(),
+            serializer: Serializer::Json,
+        };
+        let json_data = call.encode().expect("json");
+        assert_eq!(CallPayload::func_name_of(&json_data).as_deref(), Some(FUNC));
+        let pickle_data = CallPayload {
+            serializer: Serializer::Pickle,
+            ..call
+        }
+        .encode()
+        .expect("pickle");
+        assert_eq!(
+            CallPayload::func_name_of(&pickle_data).as_deref(),
+            Some(FUNC)
+        );
+        assert_eq!(serializer_of(&pickle_data), Serializer::Pickle);
+        assert_eq!(serializer_of(&json_data), Serializer::Json);
+        let mut deep = vec![0x80, 0x04, 0x8c, 0x03, b'm', b'.', b'f', 0x94, b'('];
+        deep.extend(std::iter::repeat_n(b']', 100_000));
+        let deep = zlib_compress(&deep);
+        assert_eq!(CallPayload::func_name_of(&deep).as_deref(), Some("m.f"));
+        assert!(CallPayload::decode(&deep).is_err());
+    }
+
+    #[test]
+    fn decompression_is_capped() {
+        let bomb = zlib_compress(&vec![b' '; 3 * 1024 * 1024]);
+        assert!(matches!(
+            decompress_bounded(&bomb, 1024 * 1024),
+            Err(PayloadError::TooLarge(_))
+        ));
+        assert_eq!(
+            decompress_bounded(&bomb, 4 * 1024 * 1024)
+                .expect("fits")
+                .len(),
+            3 * 1024 * 1024
+        );
+        assert_eq!(decompress_bounded(b"raw", 10).expect("raw"), b"raw");
     }
 
     #[test]

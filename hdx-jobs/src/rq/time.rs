@@ -5,8 +5,16 @@
 //! float epoch seconds in execution hashes and result streams, and integer epoch seconds as
 //! registry scores. [`Timestamp`] captures one instant in all three forms so a transaction writes
 //! consistent values.
+//!
+//! Two clocks: [`Timestamp::now`] is this host's, good for what people read (`enqueued_at`,
+//! `ended_at`); [`server_now`] is the Redis server's, for every decision several hosts must
+//! agree on (lease deadlines and their expiry, due times). The Lua scripts read the server's
+//! clock themselves (`server_now()` in `lua/common.lua`).
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use redis::aio::ConnectionLike;
+
+use super::error::RqResult;
 
 /// One instant, in every form RQ writes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +43,15 @@ impl Timestamp {
     pub fn text(&self) -> String {
         format_ts(&self.at)
     }
+}
+
+/// Now on the Redis server's clock (`TIME`), so hosts with skewed clocks agree on what is due
+/// or expired.
+pub async fn server_now<C: ConnectionLike + Send>(conn: &mut C) -> RqResult<Timestamp> {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+    let at = DateTime::from_timestamp(secs, (micros.clamp(0, 999_999) * 1000) as u32)
+        .unwrap_or_else(Utc::now);
+    Ok(Timestamp { at })
 }
 
 /// Formats a time the way RQ does (`%Y-%m-%dT%H:%M:%S.%fZ`: six fraction digits and `Z`).

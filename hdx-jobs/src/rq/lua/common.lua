@@ -5,6 +5,17 @@
 
 local function job_key(id) return 'rq:job:' .. id end
 
+-- Redis 5 and 6 refuse writes after TIME unless effects are replicated (always so in Redis 7).
+if redis.replicate_commands then redis.replicate_commands() end
+
+-- Now, in Unix seconds (with microseconds), on the Redis server's clock. Leases, their expiry,
+-- retry and scheduling times are all measured on this one clock, so a worker host whose clock
+-- is off can neither take over live jobs nor keep dead ones alive.
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
 -- A numeric hash field, or nil when missing or empty.
 local function hget_num(key, field)
   local v = redis.call('HGET', key, field)

@@ -2,29 +2,30 @@
 -- [5.2 + 5.3 in one step]: a job is never popped without being leased in rq:wip, so a worker
 -- that dies at any moment leaves nothing in limbo (Python RQ's BLPOP path can lose a job there).
 --
--- ARGV: worker, now_s, now_f, ts, monitoring_interval, lease_grace, default_timeout, max_jobs,
+-- ARGV: worker, now_f, ts, monitoring_interval, lease_grace, default_timeout, max_jobs,
 --       n_queues, missing_hash_exc, queue..., execution_id... (max_jobs of them)
+-- (now_f and ts are the worker's clock, for display; leases use the server's clock)
 -- Returns: { {queue, id, execution_id, {field, value, ...}}, ... }; a job whose hash is gone
 -- comes back with execution_id '' after being recorded as failed. Returns the string
 -- 'suspended' and takes nothing while `rq:suspended` exists.
 local w = ARGV[1]
-local now_s = tonumber(ARGV[2])
-local now_f = ARGV[3]
-local ts = ARGV[4]
-local interval = tonumber(ARGV[5])
-local grace = tonumber(ARGV[6])
-local default_timeout = tonumber(ARGV[7])
-local max_jobs = tonumber(ARGV[8])
-local n_queues = tonumber(ARGV[9])
-local missing_exc = ARGV[10]
-local first_x = 11 + n_queues
+local now_s = math.floor(server_now())
+local now_f = ARGV[2]
+local ts = ARGV[3]
+local interval = tonumber(ARGV[4])
+local grace = tonumber(ARGV[5])
+local default_timeout = tonumber(ARGV[6])
+local max_jobs = tonumber(ARGV[7])
+local n_queues = tonumber(ARGV[8])
+local missing_exc = ARGV[9]
+local first_x = 10 + n_queues
 
 if redis.call('EXISTS', 'rq:suspended') == 1 then return 'suspended' end
 
 local out = {}
 local started = 0
 for qi = 1, n_queues do
-  local q = ARGV[10 + qi]
+  local q = ARGV[9 + qi]
   while started < max_jobs do
     local id = redis.call('LPOP', 'rq:queue:' .. q)
     if not id then break end

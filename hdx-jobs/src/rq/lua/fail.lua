@@ -5,14 +5,17 @@
 -- 'abandoned': maintenance found the lease expired (only if its deadline has passed, so a
 -- lease refreshed meanwhile is left alone; the worker name is '').
 --
--- ARGV: id, execution_id ('' for an RQ 1.13 member), origin, worker, now_s, ts, started_f,
+-- ARGV: id, execution_id ('' for an RQ 1.13 member), origin, worker, ts, started_f,
 --       ended_f, exc_string_b64, mode, allow_retry (1/0), min_wait_s, duration, next_current_job,
 --       func, duration_bucket ('' when the run was not timed, e.g. abandoned)
+-- (ts, started_f and ended_f are the worker's clock, for display; the lease check, the retry
+-- time and registry expiries use the server's clock)
 -- Returns 'failed' | 'stopped' | 'retried' | 'scheduled' | 'lost' | 'alive' | 'gone'.
 local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now_s, ts = tonumber(ARGV[5]), ARGV[6]
-local started_f, ended_f, exc = ARGV[7], ARGV[8], ARGV[9]
-local mode, allow_retry, min_wait = ARGV[10], ARGV[11] == '1', tonumber(ARGV[12])
+local now_f = server_now()
+local now_s, ts = math.floor(now_f), ARGV[5]
+local started_f, ended_f, exc = ARGV[6], ARGV[7], ARGV[8]
+local mode, allow_retry, min_wait = ARGV[9], ARGV[10] == '1', tonumber(ARGV[11])
 
 local member = id
 if x ~= '' then member = id .. ':' .. x end
@@ -25,9 +28,9 @@ end
 
 local jk = job_key(id)
 end_execution(id, x, origin)
-worker_job_done(w, id, ARGV[14], 'failed_job_count', ARGV[13])
+worker_job_done(w, id, ARGV[13], 'failed_job_count', ARGV[12])
 if redis.call('EXISTS', jk) == 0 then return 'gone' end
-local func, bucket = ARGV[15], ARGV[16]
+local func, bucket = ARGV[14], ARGV[15]
 
 local retries = hget_num(jk, 'retries_left') or 0
 if mode ~= 'stopped' and allow_retry and retries > 0 then
@@ -43,7 +46,7 @@ if mode ~= 'stopped' and allow_retry and retries > 0 then
     redis.call('SADD', 'rq:queues', 'rq:queue:' .. origin)
     redis.call('HSET', jk, 'status', 'scheduled')
     -- Rounded up, so the wait is never shorter than asked (RQ truncates).
-    local due = math.ceil((tonumber(ended_f) or now_s) + wait)
+    local due = math.ceil(now_f + wait)
     redis.call('ZADD', 'rq:scheduled:' .. origin, due, id)
     result = 'scheduled'
   else
@@ -52,7 +55,7 @@ if mode ~= 'stopped' and allow_retry and retries > 0 then
   end
   local ttl = hget_num(jk, 'ttl')
   if ttl and ttl > 0 then expire_job(id, ttl) end
-  count_job(mode == 'abandoned' and 'abandoned' or 'retried', origin, func, ARGV[13], bucket)
+  count_job(mode == 'abandoned' and 'abandoned' or 'retried', origin, func, ARGV[12], bucket)
   return result
 end
 
@@ -84,5 +87,5 @@ if failure_ttl_field then
   end
 end
 if mode ~= 'stopped' then release_dependents(id, ts, true) end
-count_job(mode == 'failed' and 'failed' or mode, origin, func, ARGV[13], bucket)
+count_job(mode == 'failed' and 'failed' or mode, origin, func, ARGV[12], bucket)
 return status

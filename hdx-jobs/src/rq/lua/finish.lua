@@ -1,20 +1,22 @@
 -- Record a successful execution [5.5], atomically, only if this execution still holds its lease
 -- (maintenance may have failed or retried it after a long outage; then nothing is written).
 --
--- ARGV: id, execution_id, origin, worker, now_s, ts, started_f, ended_f, default_result_ttl,
+-- ARGV: id, execution_id, origin, worker, ts, started_f, ended_f, default_result_ttl,
 --       return_value_b64 ('' for None), duration, next_current_job, func, duration_bucket
+-- (ts, started_f and ended_f are the worker's clock, for display; the registry expiry uses the
+-- server's clock)
 -- Returns 1 when recorded, 0 when the lease was lost.
 local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now_s, ts = tonumber(ARGV[5]), ARGV[6]
-local started_f, ended_f = ARGV[7], ARGV[8]
-local ret = ARGV[10]
+local now_s, ts = math.floor(server_now()), ARGV[5]
+local started_f, ended_f = ARGV[6], ARGV[7]
+local ret = ARGV[9]
 
 if not redis.call('ZSCORE', 'rq:wip:' .. origin, id .. ':' .. x) then return 0 end
 local jk = job_key(id)
-local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[9])
+local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[8])
 end_execution(id, x, origin)
-worker_job_done(w, id, ARGV[12], 'successful_job_count', ARGV[11])
-count_job('finished', origin, ARGV[13], ARGV[11], ARGV[14])
+worker_job_done(w, id, ARGV[11], 'successful_job_count', ARGV[10])
+count_job('finished', origin, ARGV[12], ARGV[10], ARGV[13])
 if redis.call('EXISTS', jk) == 0 then return 1 end
 
 redis.call('HSET', jk, 'status', 'finished', 'ended_at', ts, 'last_heartbeat', ts)

@@ -1,8 +1,9 @@
 -- Move due jobs from a queue's scheduled registry into the queue [5.16]. ZREM decides who moves
 -- a job, so two schedulers racing on one queue can never enqueue it twice.
 --
--- ARGV: queue, now_s, ts, limit.  Returns the number of jobs enqueued.
-local q, now_s, ts, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- ARGV: queue, ts, limit.  Returns the number of jobs enqueued. Due means due on the server's
+-- clock (ts, the enqueue time written, is the scheduler's).
+local q, now_s, ts, limit = ARGV[1], server_now(), ARGV[2], ARGV[3]
 local moved = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', 'rq:scheduled:' .. q, 0, now_s, 'LIMIT', 0, limit)) do
   if redis.call('ZREM', 'rq:scheduled:' .. q, id) == 1 then

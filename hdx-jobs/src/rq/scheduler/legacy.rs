@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use crate::rq::error::RqResult;
 use crate::rq::job::Job;
-use crate::rq::payload::{self, json_to_pickle};
+use crate::rq::payload::{self, Serializer};
 use crate::rq::scripts;
-use crate::rq::time::{format_epoch_f64, Timestamp};
+use crate::rq::time::{format_epoch_f64, server_now, Timestamp};
 
 /// rq-scheduler's sorted set of scheduled jobs.
 pub const SCHEDULED_JOBS: &str = "rq:scheduler:scheduled_jobs";
@@ -54,7 +54,7 @@ pub async fn remove<C: ConnectionLike + Send>(conn: &mut C, id: &str) -> RqResul
 
 /// One pass: enqueues the due jobs; returns how many.
 pub async fn promote_due<C: ConnectionLike + Send>(conn: &mut C, lock_secs: u64) -> RqResult<u64> {
-    let now = Timestamp::now();
+    let now = server_now(conn).await?;
     let waiting: i64 = redis::cmd("ZCOUNT")
         .arg(SCHEDULED_JOBS)
         .arg("-inf")
@@ -133,11 +133,7 @@ fn reschedule(job: &Job, now: i64) -> (Option<Vec<u8>>, i64) {
             let left = repeat - 1;
             meta.insert("repeat".into(), Value::from(left));
             exhausted = left == 0;
-            new_meta = serde_pickle::value_to_vec(
-                &json_to_pickle(&Value::Object(meta.clone())),
-                Default::default(),
-            )
-            .ok();
+            new_meta = payload::encode_value(&Value::Object(meta.clone()), Serializer::Pickle).ok();
         }
     }
     if exhausted {
@@ -165,8 +161,7 @@ mod tests {
     use serde_json::json;
 
     fn job_with_meta(meta: Value) -> Job {
-        let bytes =
-            serde_pickle::value_to_vec(&json_to_pickle(&meta), Default::default()).expect("pickle");
+        let bytes = payload::encode_value(&meta, Serializer::Pickle).expect("pickle");
         Job::from_fields("j", [("meta".to_string(), bytes)].into())
     }
 

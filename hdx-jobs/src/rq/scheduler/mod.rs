@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::RqResult;
 use super::keys;
 use super::scripts;
-use super::time::Timestamp;
+use super::time::{server_now, Timestamp};
 use crate::connection::RedisClient;
 
 /// Our lock for firing periodic jobs.
@@ -205,13 +205,13 @@ impl Scheduler {
             }
         }
         let mut report = RoundReport::default();
-        let now = Timestamp::now();
+        // What is due is judged on Redis's clock, whatever this host's clock says.
+        let now = server_now(&mut conn).await?;
         for q in held.queues.iter() {
             loop {
                 let moved: u64 = scripts::PROMOTE
                     .prepare_invoke()
                     .arg(q)
-                    .arg(now.secs())
                     .arg(now.text())
                     .arg(PROMOTE_BATCH)
                     .invoke_async(&mut conn)

@@ -154,7 +154,6 @@ async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
             let mut invocation = scripts::DEQUEUE.prepare_invoke();
             invocation
                 .arg(&shared.name)
-                .arg(now.secs())
                 .arg(format_epoch_f64(now.secs_f64()))
                 .arg(now.text())
                 .arg(options.job_monitoring_interval.as_secs().max(1))
@@ -505,7 +504,6 @@ impl JobRun {
                                 .arg(&self.execution_id)
                                 .arg(&self.origin)
                                 .arg(&shared.name)
-                                .arg(ended.secs())
                                 .arg(ended.text())
                                 .arg(format_epoch_f64(started.secs_f64()))
                                 .arg(format_epoch_f64(ended.secs_f64()))
@@ -547,7 +545,6 @@ impl JobRun {
                                 .arg(&self.execution_id)
                                 .arg(&self.origin)
                                 .arg(&shared.name)
-                                .arg(ended.secs())
                                 .arg(ended.text())
                                 .arg(format_epoch_f64(started.secs_f64()))
                                 .arg(format_epoch_f64(ended.secs_f64()))

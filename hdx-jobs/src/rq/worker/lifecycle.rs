@@ -156,7 +156,6 @@ async fn heartbeat(shared: &Shared) -> RqResult<()> {
             let mut invocation = scripts::HEARTBEAT.prepare_invoke();
             invocation
                 .arg(&shared.name)
-                .arg(now.secs())
                 .arg(format_epoch_f64(now.secs_f64()))
                 .arg(now.text())
                 .arg(shared.options.worker_ttl + 60)
