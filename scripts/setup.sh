@@ -4,7 +4,8 @@
 #   - Redis (started on 127.0.0.1:6379 if not answering)
 #   - PostgreSQL with PostGIS (started if not running; a superuser role for the current OS user,
 #     reached through the local socket)
-#   - GDAL (library and tools), Chromium and ChromeDriver (browser tests), wrk (benchmarks)
+#   - GDAL (library and tools), Chromium and ChromeDriver (browser tests), wrk (benchmarks),
+#     faketime (the skewed-clock test), podman, runc, mmdebstrap (the container image)
 #   - npm, and MapLibre GL JS from the npm registry (scripts/fetch-assets.sh)
 #   - Python 3 with venv, for the Python rq peer of the tests and benchmarks
 # Rust (cargo) must already be there: https://rustup.rs
@@ -38,7 +39,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || install postgresql
 pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
 install "postgresql-$pg_version-postgis-3" pkg-config libgdal-dev gdal-bin zip unzip \
-  chromium chromium-driver wrk curl faketime
+  chromium chromium-driver wrk curl faketime podman runc mmdebstrap uidmap \
+  golang-github-containernetworking-plugin-dnsname
 
 command -v npm >/dev/null || install npm
 "$(dirname "$0")/fetch-assets.sh"

@@ -23,6 +23,8 @@ echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] cargo build --release (the binary of the container image test)" >&2
+cargo build --release --locked -p hdx-jobs-cli
 echo "[test] cargo test" >&2
 # --no-fail-fast: one failing test binary must not hide what the others would report.
 cargo test --workspace --locked --no-fail-fast "$@"

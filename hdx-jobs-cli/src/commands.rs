@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use hdx_jobs::config::Config;
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
-use hdx_jobs::rq::worker::{Worker, WorkerOptions};
+use hdx_jobs::rq::worker::{StartedEntry, Worker, WorkerOptions};
 use hdx_jobs::rq::{commands as rq_commands, info, jobs};
 use hdx_jobs::signals::{shutdown_signal, stop_on_signals};
 use hdx_jobs::RedisClient;
@@ -34,9 +34,17 @@ pub struct WorkArgs {
     /// Exit once the queues are empty.
     #[arg(long, short = 'b')]
     pub burst: bool,
-    /// Also promote due delayed jobs and retries of these queues.
-    #[arg(long)]
+    /// Do not run the scheduler (by default a worker also promotes due delayed jobs, retries
+    /// and periodic jobs; RQ's locks make several schedulers safe).
+    #[arg(long, conflicts_with = "with_scheduler")]
+    pub without_scheduler: bool,
+    /// Run the scheduler (the default; accepted for RQ's command line).
+    #[arg(long, hide = true)]
     pub with_scheduler: bool,
+    /// Seconds a stop (SIGTERM) waits for running jobs; those still running then go back to the
+    /// front of their queue before the process exits.
+    #[arg(long, env = "HDX_WORKER_SHUTDOWN_TIMEOUT", default_value_t = 25.0)]
+    pub shutdown_timeout: f64,
     /// Seconds between lease renewals of running jobs (RQ: 30).
     #[arg(long, default_value_t = 30.0)]
     pub job_monitoring_interval: f64,
@@ -46,6 +54,11 @@ pub struct WorkArgs {
     /// Seconds between maintenance rounds that recover jobs of dead workers.
     #[arg(long, default_value_t = 60.0)]
     pub maintenance_interval: f64,
+    /// How running jobs are listed in the started registry: `job` (the bare job id, which
+    /// rq-dashboard 0.7 and RQ 1.x read as well as RQ 2.x) or `execution` (RQ 2's
+    /// `<id>:<execution id>`).
+    #[arg(long, env = "HDX_JOBS_STARTED_ENTRY", default_value = "job")]
+    pub started_entry: StartedEntry,
 }
 
 /// A task call on the command line, for `enqueue` and `schedule add`.
@@ -239,10 +252,12 @@ async fn work(args: WorkArgs, redis: RedisClient, config: &Config) -> anyhow::Re
         concurrency: args.concurrency,
         worker_ttl: args.worker_ttl,
         burst: args.burst,
-        with_scheduler: args.with_scheduler,
+        with_scheduler: !args.without_scheduler,
+        shutdown_timeout: Some(seconds(args.shutdown_timeout, "shutdown-timeout")?),
         job_monitoring_interval: seconds(args.job_monitoring_interval, "job-monitoring-interval")?,
         lease_grace: seconds(args.lease_grace, "lease-grace")?,
         maintenance_interval: seconds(args.maintenance_interval, "maintenance-interval")?,
+        started_entry: args.started_entry,
         ..WorkerOptions::default()
     };
     let worker = Worker::new(redis, hdx_jobs::hdx::task_registry(config), options)?;

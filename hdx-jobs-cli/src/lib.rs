@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 pub use commands::{EnqueueArgs, InfoArgs, JobCommand, RequeueArgs, WorkArgs};
 pub use events::EventsCommand;
 pub use geopreview::{GeopreviewCommand, ImportArgs};
-pub use logging::LogFormat;
+pub use logging::{LogFormat, LogLevel};
 pub use scheduling::{AddArgs, MisfireArg, ScheduleCommand, SchedulerArgs};
 
 /// Background jobs for HDX on an RQ-compatible Redis queue.
@@ -31,9 +31,12 @@ pub struct Cli {
     /// Log format: human text or JSON lines.
     #[arg(long, global = true, env = "HDX_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
-    /// Log level (error, warn, info, debug, trace).
+    /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL (Python's names, any case) or trace.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub log_level: LogLevel,
+    /// The old console handler's level: the stricter of it and --log-level applies.
+    #[arg(long, global = true, env = "LOG_LEVEL_CONSOLE")]
+    pub log_level_console: Option<LogLevel>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -42,7 +45,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a worker on some queues (default: QUEUES, else `geo_q analytics_q`).
+    /// Run a worker on some queues (default: QUEUES, else `geo_q analytics_q`). Also
+    /// `worker`, which takes the old service's command line unchanged (`worker --url URL
+    /// --name NAME --worker-ttl 600 geo_q analytics_q`).
+    #[command(visible_alias = "worker")]
     Work(WorkArgs),
     /// Enqueue jobs; prints their ids.
     Enqueue(EnqueueArgs),
@@ -76,7 +82,7 @@ pub enum Command {
     Geopreview(GeopreviewCommand),
     /// Serve the HTTP API (CKAN's endpoints, /monitor, /metrics, /openapi.json).
     Serve {
-        /// Address to listen on (default 127.0.0.1:APP_PORT, port 5000).
+        /// Address to listen on (default: HDX_JOBS_BIND, else 127.0.0.1:APP_PORT, port 5000).
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
@@ -87,9 +93,12 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    logging::init(cli.log_format, &cli.log_level);
+    logging::init(
+        cli.log_format,
+        LogLevel::effective(cli.log_level, cli.log_level_console),
+    );
     let mut config = hdx_jobs::config::Config::from_env()?;
-    hdx_jobs::rq::payload::set_max_payload_bytes(config.max_payload_bytes);
+    config.apply_payload_settings();
     if let Some(url) = &cli.url {
         config.redis_url = url.clone();
     }

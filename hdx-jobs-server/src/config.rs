@@ -12,7 +12,8 @@ use hdx_jobs::secret::Secret;
 pub struct ServerConfig {
     /// Everything the library reads from the environment.
     pub core: Config,
-    /// Where to listen (`--bind`, else 127.0.0.1:`APP_PORT`, default port 5000).
+    /// Where to listen: `--bind`, else `HDX_JOBS_BIND` (e.g. `0.0.0.0:5000`, as the container
+    /// image sets it), else 127.0.0.1:`APP_PORT` (default port 5000).
     pub bind: SocketAddr,
     /// Path of the monitor (`MONITOR_URL`, default `/monitor`).
     pub monitor_path: String,
@@ -78,7 +79,9 @@ impl ServerConfig {
         let monitor_path = format!("/{}", monitor.trim_matches('/'));
         Ok(ServerConfig {
             core,
-            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            bind: env
+                .parse("HDX_JOBS_BIND")?
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], port))),
             monitor_path,
             api_token: env.secret("HDX_JOBS_API_TOKEN"),
             trusted_networks,
@@ -117,6 +120,16 @@ mod tests {
         assert_eq!(c.bind.port(), 8080);
         assert_eq!(c.monitor_path, "/ops/rq");
         assert!(c.events_api_enabled);
+        let c = ServerConfig::from_lookup(|k| match k {
+            "APP_PORT" => Some("8080".into()),
+            "HDX_JOBS_BIND" => Some("0.0.0.0:5000".into()),
+            _ => None,
+        })
+        .expect("config");
+        assert_eq!(c.bind.to_string(), "0.0.0.0:5000");
+        assert!(
+            ServerConfig::from_lookup(|k| (k == "HDX_JOBS_BIND").then(|| "nope".into())).is_err()
+        );
     }
 
     #[test]

@@ -91,9 +91,22 @@ impl ApiError {
     }
 }
 
+/// The cause of a server error, attached to its response for the access log (which logs every
+/// 5xx with it: CKAN only sees the status and message).
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let cause = self
+            .status
+            .is_server_error()
+            .then(|| ErrorCause(format!("{}: {}", self.body.error_class, self.body.message)));
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
+        }
+        response
     }
 }
 

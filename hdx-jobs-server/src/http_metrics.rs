@@ -1,5 +1,6 @@
-//! Request counts and latencies of this server process, for `/metrics`, recorded by a
-//! middleware keyed by the matched route (not the raw path, so ids do not explode the series)
+//! Every request observed once: the access log (one line per request: method, route, status,
+//! duration; an error line with the cause for every 5xx) and the request counts and latencies
+//! of this server process for `/metrics`, keyed by the matched route (not the raw path, so ids do not explode the series)
 //! and by a method from a closed set (any other method counts as `OTHER`): every label comes
 //! from a bounded set, so no request can grow the series.
 
@@ -12,6 +13,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::error::ErrorCause;
 use crate::AppState;
 
 /// Latency bucket bounds in seconds.
@@ -130,12 +132,23 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
-    state.http_metrics().observe(
-        method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    match response.extensions().get::<ErrorCause>() {
+        Some(ErrorCause(cause)) => {
+            tracing::error!(target: "hdx_jobs_server::access", method, route, status, ms, cause = %cause, "request failed");
+        }
+        None if status >= 500 => {
+            tracing::error!(target: "hdx_jobs_server::access", method, route, status, ms, "request failed");
+        }
+        None => {
+            tracing::info!(target: "hdx_jobs_server::access", method, route, status, ms, "request");
+        }
+    }
+    state
+        .http_metrics()
+        .observe(method, &route, status, elapsed.as_secs_f64());
     response
 }
 

@@ -317,7 +317,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    hdx_jobs::rq::payload::set_max_payload_bytes(config.core.max_payload_bytes);
+    config.core.apply_payload_settings();
     let redis = RedisClient::open(&config.core.redis_url)?;
     let addr = config.bind;
     let listener = TcpListener::bind(addr)

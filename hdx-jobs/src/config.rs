@@ -40,6 +40,18 @@ pub struct Config {
     /// Largest decompressed job payload, meta or result read from Redis
     /// (`HDX_JOBS_MAX_PAYLOAD_MB`, default 64): a payload over it fails its job.
     pub max_payload_bytes: usize,
+    /// The serializer of jobs this process writes (`HDX_JOBS_SERIALIZER`: `pickle`, RQ's
+    /// default, or `json` for Python sides using RQ's `JSONSerializer`; default pickle).
+    pub serializer: crate::rq::payload::Serializer,
+}
+
+impl Config {
+    /// Applies the process-wide settings of payloads (size cap, serializer of new jobs): the
+    /// binaries call it once at start.
+    pub fn apply_payload_settings(&self) {
+        crate::rq::payload::set_max_payload_bytes(self.max_payload_bytes);
+        crate::rq::payload::set_default_serializer(self.serializer);
+    }
 }
 
 /// Event bus settings (the Redis stream change events go to).
@@ -417,6 +429,9 @@ impl Config {
                 .parse::<usize>("HDX_JOBS_MAX_PAYLOAD_MB")?
                 .unwrap_or(64)
                 .saturating_mul(1024 * 1024),
+            serializer: env
+                .parse("HDX_JOBS_SERIALIZER")?
+                .unwrap_or(crate::rq::payload::Serializer::Pickle),
         })
     }
 }

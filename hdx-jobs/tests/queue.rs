@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use hdx_jobs::builtin;
 use hdx_jobs::rq::error::RqError;
-use hdx_jobs::rq::payload::{zlib_decompress_or_raw, CallPayload};
+use hdx_jobs::rq::payload::{zlib_decompress_or_raw, CallPayload, Serializer};
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use hdx_jobs::rq::scheduler::{Held, Queues, Scheduler, SchedulerOptions};
 use hdx_jobs::rq::{info, jobs};
@@ -36,11 +36,12 @@ async fn enqueue_writes_the_python_job_layout() {
         .ttl(7200)
         .timeout(300)
         .retry(Retry::new(3).intervals(vec![10, 30, 60]))
-        .description("custom desc");
+        .description("custom desc")
+        .serializer(Serializer::Json);
     spec.meta = json!({"k": "v"}).as_object().cloned();
     let id = queue.enqueue(spec).await.expect("enqueue");
 
-    // The vector of rq-protocol.md §9, field by field.
+    // The vector of rq-protocol.md §9 (RQ's JSONSerializer), field by field.
     let job = job_hash(&test, &id);
     for (field, value) in [
         ("success_callback_name", ""),

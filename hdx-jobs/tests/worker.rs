@@ -15,7 +15,7 @@ use hdx_jobs::rq::maintenance;
 use hdx_jobs::rq::payload::{self, CallPayload, Serializer};
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use hdx_jobs::rq::results::ResultType;
-use hdx_jobs::rq::worker::WorkerOptions;
+use hdx_jobs::rq::worker::{StartedEntry, WorkerOptions};
 use hdx_jobs::task::{JobContext, Task, TaskError, TaskRegistry};
 use serde_json::json;
 use testkit::TestRedis;
@@ -454,6 +454,53 @@ async fn stop_job_command_stops_only_that_job() {
         "2",
         "a stopped job is not retried"
     );
+}
+
+/// Both started-registry layouts hold a lease through heartbeats and release it at the end: the
+/// bare job id by default (what RQ 1.x readers list), RQ 2's `<id>:<execution id>` on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_started_registry_layouts_hold_and_release_the_lease() {
+    for layout in [StartedEntry::JobId, StartedEntry::Execution] {
+        let test = TestRedis::new();
+        let redis = client(&test);
+        let queue = Queue::new(redis.clone(), "default").expect("queue");
+        // Longer than the 1 s monitoring interval: the lease is renewed at least once.
+        let id = queue
+            .enqueue(JobSpec::new(builtin::SLEEP).arg(2.5))
+            .await
+            .expect("enqueue");
+        let options = WorkerOptions {
+            started_entry: layout,
+            ..fast_options(&["default"])
+        };
+        let worker = start_worker(&redis, TaskRegistry::with_builtins(), options);
+        wait_status(&test, &id, "started", WAIT).await;
+        let members = zmembers(&test, "rq:wip:default");
+        let execution = job_hash(&test, &id).get("hdx_lease").cloned();
+        match layout {
+            StartedEntry::JobId => {
+                assert_eq!(members, vec![id.clone()]);
+                let x = execution.expect("hdx_lease names the execution");
+                let exists: i64 =
+                    test.query(redis::cmd("EXISTS").arg(format!("rq:execution:{id}:{x}")));
+                assert_eq!(exists, 1);
+            }
+            StartedEntry::Execution => {
+                assert_eq!(members.len(), 1);
+                assert!(members[0].starts_with(&format!("{id}:")), "{members:?}");
+                assert_eq!(execution, None);
+            }
+        }
+        wait_status(&test, &id, "finished", WAIT).await;
+        worker.stop().await;
+        assert!(zmembers(&test, "rq:wip:default").is_empty(), "{layout:?}");
+        assert!(
+            !job_hash(&test, &id).contains_key("hdx_lease"),
+            "{layout:?}"
+        );
+        let executions: i64 = test.query(redis::cmd("EXISTS").arg(format!("rq:executions:{id}")));
+        assert_eq!(executions, 0, "{layout:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,27 +1,54 @@
-"""The real Python rq 2.12, driven by the Rust tests: enqueue, fetch, work, info.
+"""The real Python rq (2.x or 1.13+), driven by the Rust tests: enqueue, fetch, work, info.
 
 usage: rq_peer.py REDIS_URL COMMAND [options]
 
-  enqueue --func F [--args JSON] [--kwargs JSON] [--serializer json|pickle] [--queue Q]
+  enqueue --func F [--args JSON] [--kwargs JSON] [--serializer pickle|json] [--queue Q]
           [--timeout N] [--retry N] [--interval S,...] [--id ID] [--in S]   -> prints the job id
-  fetch ID [--serializer json|pickle]      -> prints {status, return_value, exc_string, meta, ...}
-  work QUEUE... [--serializer json|pickle] -> runs a SimpleWorker in burst mode
+  fetch ID [--serializer pickle|json]      -> prints {status, return_value, exc_string, meta, ...}
+  work QUEUE... [--serializer pickle|json] -> runs a SimpleWorker in burst mode
   workers                                  -> prints the workers Python sees
+  clean QUEUE...                           -> rq's own registry maintenance (clean_registries),
+                                              as every Python worker runs it
+  started QUEUE                            -> prints the job ids of the started registry
   legacy-schedule --func F --seconds S [--args-dict JSON] [--queue Q]
                                            -> rq-scheduler's enqueue_in(timedelta(S), F, args=dict),
                                               as the old scheduler API called it; prints the id
+  version                                  -> prints {"rq": ..., "redis": ...}
+
+The serializer defaults to pickle (rq's own DefaultSerializer). Works with rq 2.x and rq 1.x
+(>= 1.12, where Job.return_value/latest_result and the rq:results stream exist; older rq falls
+back to job.result / job.exc_info from the job hash).
 """
 import argparse
 import json
 import sys
 from datetime import timedelta
 
+import redis as redis_py
+import rq
 from redis import Redis
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import DefaultSerializer, JSONSerializer
 
 SERIALIZERS = {"json": JSONSerializer, "pickle": DefaultSerializer}
+DEFAULT_SERIALIZER = "pickle"
+
+
+def job_outcome(job):
+    """(return_value, exc_string, result_type) from the newest result, whatever the rq version."""
+    latest = job.latest_result() if hasattr(job, "latest_result") else None
+    if hasattr(job, "return_value") and callable(job.return_value):
+        return_value = job.return_value()
+    else:  # rq < 1.12: the job hash's `result`
+        return_value = job.result
+    if latest is not None:
+        exc_string = latest.exc_string
+        result_type = latest.type.name
+    else:  # no stream entry (rq < 1.12, or Redis < 5): the job hash's exc_info
+        exc_string = getattr(job, "_exc_info", None)
+        result_type = None
+    return return_value, exc_string, result_type
 
 
 def main():
@@ -33,7 +60,7 @@ def main():
     enqueue.add_argument("--func", required=True)
     enqueue.add_argument("--args", default="[]")
     enqueue.add_argument("--kwargs", default="{}")
-    enqueue.add_argument("--serializer", default="json", choices=SERIALIZERS)
+    enqueue.add_argument("--serializer", default=DEFAULT_SERIALIZER, choices=SERIALIZERS)
     enqueue.add_argument("--queue", default="default")
     enqueue.add_argument("--timeout", type=int)
     enqueue.add_argument("--retry", type=int)
@@ -43,14 +70,19 @@ def main():
 
     fetch = sub.add_parser("fetch")
     fetch.add_argument("id")
-    fetch.add_argument("--serializer", default="json", choices=SERIALIZERS)
+    fetch.add_argument("--serializer", default=DEFAULT_SERIALIZER, choices=SERIALIZERS)
 
     work = sub.add_parser("work")
     work.add_argument("queues", nargs="+")
-    work.add_argument("--serializer", default="json", choices=SERIALIZERS)
+    work.add_argument("--serializer", default=DEFAULT_SERIALIZER, choices=SERIALIZERS)
     work.add_argument("--forking", action="store_true")
 
     sub.add_parser("workers")
+    clean = sub.add_parser("clean")
+    clean.add_argument("queues", nargs="+")
+    started = sub.add_parser("started")
+    started.add_argument("queue")
+    sub.add_parser("version")
 
     legacy = sub.add_parser("legacy-schedule")
     legacy.add_argument("--func", required=True)
@@ -81,12 +113,12 @@ def main():
         print(job.id)
     elif opts.command == "fetch":
         job = Job.fetch(opts.id, connection=redis, serializer=SERIALIZERS[opts.serializer])
-        latest = job.latest_result()
+        return_value, exc_string, result_type = job_outcome(job)
         print(json.dumps({
             "status": job.get_status(),
-            "return_value": job.return_value(),
-            "exc_string": latest.exc_string if latest else None,
-            "result_type": latest.type.name if latest else None,
+            "return_value": return_value,
+            "exc_string": exc_string,
+            "result_type": result_type,
             "meta": job.meta,
             "origin": job.origin,
             "func_name": job.func_name,
@@ -115,6 +147,15 @@ def main():
                 "failed_job_count": worker.failed_job_count,
             })
         print(json.dumps(out))
+    elif opts.command == "clean":
+        from rq.registry import clean_registries
+        for name in opts.queues:
+            clean_registries(Queue(name, connection=redis))
+    elif opts.command == "started":
+        from rq.registry import StartedJobRegistry
+        print(json.dumps(StartedJobRegistry(opts.queue, connection=redis).get_job_ids()))
+    elif opts.command == "version":
+        print(json.dumps({"rq": rq.VERSION, "redis": redis_py.__version__}))
 
 
 if __name__ == "__main__":

@@ -262,6 +262,54 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// The venv Python with `rq` 1.13 and rq-dashboard 0.7.1.2, the old service's Python side
+/// (`target/test-venv-rq113`, made by scripts/python-venv.sh).
+pub fn python_rq113() -> PathBuf {
+    let path = workspace_root().join("target/test-venv-rq113/bin/python");
+    assert!(
+        path.exists(),
+        "the rq 1.13 peer is missing at {}: run scripts/test.sh (or scripts/python-venv.sh) first",
+        path.display()
+    );
+    path
+}
+
+/// Runs `rq_peer.py` with the rq 1.13 venv; returns its stdout.
+pub fn rq113_peer(url: &str, args: &[&str]) -> String {
+    let dir = workspace_root().join("testkit/python");
+    let output = Command::new(python_rq113())
+        .arg(dir.join("rq_peer.py"))
+        .arg(url)
+        .args(args)
+        .env("PYTHONPATH", &dir)
+        .output()
+        .expect("run the rq 1.13 peer");
+    check(&output, "rq_peer.py (rq 1.13)");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// What rq-dashboard shows of `queue` (`testkit/python/dashboard_probe.py`, run with `python`:
+/// [`python`] has rq-dashboard 0.9, [`python_rq113`] 0.7.1.2): every registry's job list and
+/// every listed job's detail page, through the dashboard's own Flask app. Returns the probe's
+/// JSON and whether every answer was below 500.
+pub fn dashboard_probe(python: &Path, url: &str, queue: &str) -> (serde_json::Value, bool) {
+    let dir = workspace_root().join("testkit/python");
+    let output = Command::new(python)
+        .arg(dir.join("dashboard_probe.py"))
+        .args([url, queue, "--check-data"])
+        .env("PYTHONPATH", &dir)
+        .output()
+        .expect("run the rq-dashboard probe");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "dashboard_probe.py printed no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (value, output.status.success())
+}
+
 /// The `rq` command line of the venv.
 pub fn rq_cli() -> PathBuf {
     python().with_file_name("rq")

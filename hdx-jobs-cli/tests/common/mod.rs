@@ -74,16 +74,34 @@ impl WorkerProcess {
 
     /// Starts `hdx-jobs ARGS` with extra environment variables.
     pub fn start_with_env(test: &TestRedis, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = hdx_jobs(test);
+        command
+            .env("LOG_LEVEL", "info")
+            .envs(env.iter().copied())
+            .args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts `hdx-jobs ARGS` exactly as given (no `--url`: the arguments carry it), with a
+    /// clean logging environment.
+    pub fn start_exact(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hdx-jobs"));
+        command
+            .env_remove("RUST_LOG")
+            .env("LOG_LEVEL", "info")
+            .envs(env.iter().copied())
+            .args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         let log = testkit::temp_path("hdx-jobs-worker").with_extension("log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = hdx_jobs(test)
-            .envs(env.iter().copied())
-            .env("LOG_LEVEL", "info")
-            .args(args)
+        let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("start worker");
+            .expect("start hdx-jobs");
         WorkerProcess { child, log }
     }
 

@@ -7,8 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use hdx_jobs::ckan::CkanClient;
 use hdx_jobs::geo::db;
-use hdx_jobs::hdx::wire;
-use hdx_jobs::rq::keys;
+use hdx_jobs::rq::info;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -174,16 +173,37 @@ async fn check_ckan(state: &AppState) -> CheckResult {
     )
 }
 
+/// The queues this deployment serves: `QUEUES` and every queue a live worker listens on. Each
+/// must have a live worker (a queue nobody is meant to serve is not a failure).
 async fn check_workers(state: &AppState) -> CheckResult {
-    let mut subchecks = Vec::new();
-    for queue in wire::QUEUES {
-        let outcome = live_workers(state, queue).await.and_then(|n| {
-            if n > 0 {
-                Ok(())
-            } else {
-                Err(format!("no live worker listens on {queue}"))
+    let workers = info::workers(state.redis()).await;
+    let workers = match workers {
+        Ok(workers) => workers,
+        Err(e) => {
+            return CheckResult::new(
+                "Workers check",
+                "Worker registry",
+                "Every served queue has a live worker",
+                Err(e.to_string()),
+            )
+        }
+    };
+    let mut served: Vec<String> = state.config().core.queues.clone();
+    for worker in &workers {
+        for queue in &worker.queues {
+            if !served.contains(queue) {
+                served.push(queue.clone());
             }
-        });
+        }
+    }
+    let mut subchecks = Vec::new();
+    for queue in &served {
+        let live = workers.iter().filter(|w| w.queues.contains(queue)).count();
+        let outcome = if live > 0 {
+            Ok(())
+        } else {
+            Err(format!("no live worker listens on {queue}"))
+        };
         subchecks.push(CheckResult::new(
             queue,
             "Worker registry",
@@ -204,30 +224,9 @@ async fn check_workers(state: &AppState) -> CheckResult {
     let mut check = CheckResult::new(
         "Workers check",
         "Worker registry",
-        "Every HDX queue has a live worker",
+        "Every served queue (QUEUES, and the queues of live workers) has a live worker",
         outcome,
     );
     check.subchecks = subchecks;
     check
-}
-
-async fn live_workers(state: &AppState, queue: &str) -> Result<usize, String> {
-    let mut conn = state.redis().conn().await.map_err(|e| e.to_string())?;
-    let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys::queue_workers(queue))
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut live = 0;
-    for key in members {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        if exists {
-            live += 1;
-        }
-    }
-    Ok(live)
 }

@@ -58,6 +58,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "abandoned",
             "Jobs whose worker died, failed or retried by maintenance",
         ),
+        (
+            "interrupted",
+            "Jobs put back in their queue by a worker's shutdown timeout",
+        ),
     ] {
         let name = format!("hdx_jobs_jobs_{event}_total");
         header(

@@ -1,5 +1,5 @@
 //! Job metrics shared by every process: counters per event (enqueued, finished, failed,
-//! retried, stopped, abandoned), queue and task, and a histogram of job durations, kept in two
+//! retried, stopped, abandoned, interrupted), queue and task, and a histogram of job durations, kept in two
 //! Redis hashes of our own (`hdx:metrics:jobs`, `hdx:metrics:durations`). Workers update them
 //! inside the scripts that record outcomes, enqueuers inside the enqueue transaction, so any
 //! server instance can report the whole deployment on `/metrics`.

@@ -5,8 +5,11 @@
 //! with `[`. Whatever serializer a job's payload used is also used for its `meta` and result, so a
 //! Python client that enqueued with pickle can read what we write back.
 //!
-//! We write JSON payloads (Python's `json.dumps` spacing, ASCII-escaped) and read both. Pickle is
-//! read and written by [`super::pickle`] (written only for results and meta of pickled jobs).
+//! We write pickle by default ([`default_serializer`]), because every Python reader with RQ's
+//! default serializer (rq-dashboard, rq 1.13 workers, scripts calling `Job.fetch`) fails on JSON;
+//! JSON (Python's `json.dumps` spacing, ASCII-escaped) by setting (`HDX_JOBS_SERIALIZER=json`,
+//! for deployments whose Python side uses RQ's `JSONSerializer`). Both are always read; results
+//! and meta of a job are written with the serializer of its payload.
 //!
 //! Payloads come from anything that can write Redis, so reading one is bounded: the zlib output
 //! is capped ([`max_payload_bytes`], `HDX_JOBS_MAX_PAYLOAD_MB`), pickles are read within
@@ -14,7 +17,7 @@
 //! an error naming the limit, which fails its job; nothing here can abort the process.
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::Serialize;
@@ -44,11 +47,41 @@ pub fn set_max_payload_bytes(bytes: usize) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Serializer {
-    /// `rq.serializers.JSONSerializer`: what hdx-jobs writes.
+    /// `rq.serializers.JSONSerializer`.
     #[default]
     Json,
-    /// Python's pickle, RQ's default serializer: what the old service's producers wrote.
+    /// Python's pickle, RQ's default serializer (plain data only).
     Pickle,
+}
+
+impl std::str::FromStr for Serializer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "pickle" => Ok(Serializer::Pickle),
+            "json" => Ok(Serializer::Json),
+            _ => Err("expected pickle or json".into()),
+        }
+    }
+}
+
+static WRITE_JSON: AtomicBool = AtomicBool::new(false);
+
+/// The serializer new jobs are written with in this process: pickle unless
+/// [`set_default_serializer`] chose JSON.
+pub fn default_serializer() -> Serializer {
+    if WRITE_JSON.load(Ordering::Relaxed) {
+        Serializer::Json
+    } else {
+        Serializer::Pickle
+    }
+}
+
+/// Chooses the serializer new jobs are written with in this process (`HDX_JOBS_SERIALIZER`;
+/// the binaries call it at start, like [`set_max_payload_bytes`]).
+pub fn set_default_serializer(serializer: Serializer) {
+    WRITE_JSON.store(serializer == Serializer::Json, Ordering::Relaxed);
 }
 
 /// Errors decoding or encoding payloads.

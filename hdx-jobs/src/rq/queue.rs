@@ -75,6 +75,9 @@ pub struct JobSpec {
     pub at_front: bool,
     /// Ids of jobs that must finish first.
     pub depends_on: Vec<String>,
+    /// The serializer of the payload and meta; the process default
+    /// ([`payload::default_serializer`], pickle unless `HDX_JOBS_SERIALIZER=json`) when `None`.
+    pub serializer: Option<Serializer>,
 }
 
 impl JobSpec {
@@ -168,6 +171,12 @@ impl JobSpec {
         self
     }
 
+    /// Writes the payload and meta with `serializer` instead of the process default.
+    pub fn serializer(mut self, serializer: Serializer) -> Self {
+        self.serializer = Some(serializer);
+        self
+    }
+
     fn validate(&self) -> RqResult<()> {
         if self.func_name.is_empty() {
             return Err(RqError::InvalidArgument("func_name is empty".into()));
@@ -201,11 +210,12 @@ impl JobSpec {
         now: &Timestamp,
         status: JobStatus,
     ) -> RqResult<Vec<(&'static str, Vec<u8>)>> {
+        let serializer = self.serializer.unwrap_or_else(payload::default_serializer);
         let call = CallPayload {
             func_name: self.func_name.clone(),
             args: self.args.clone(),
             kwargs: self.kwargs.clone(),
-            serializer: Serializer::Json,
+            serializer,
         };
         let ts = now.text().into_bytes();
         let mut fields: Vec<(&'static str, Vec<u8>)> = vec![
@@ -251,7 +261,7 @@ impl JobSpec {
         if let Some(meta) = self.meta.as_ref().filter(|m| !m.is_empty()) {
             fields.push((
                 "meta",
-                payload::to_python_json(&Value::Object(meta.clone())),
+                payload::encode_value(&Value::Object(meta.clone()), serializer)?,
             ));
         }
         if let Some(retry) = &self.retry {

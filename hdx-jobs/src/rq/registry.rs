@@ -10,7 +10,8 @@ use super::error::RqResult;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Registry {
-    /// Running jobs (`rq:wip:<q>`, members `<id>:<execution id>`, scores are lease deadlines).
+    /// Running jobs (`rq:wip:<q>`, members `<id>` or `<id>:<execution id>` (see
+    /// [`StartedEntry`]), scores are lease deadlines).
     Started,
     /// Finished jobs, until their result TTL.
     Finished,
@@ -98,6 +99,36 @@ impl Registry {
             .into_iter()
             .map(|m| member_job_id(&m).to_string())
             .collect())
+    }
+}
+
+/// How a worker writes its running jobs into the started registry (`rq:wip:<q>`).
+///
+/// RQ 2.x workers write `<job id>:<execution id>`; RQ 1.x workers and readers (rq-dashboard
+/// 0.7, `rq info` 1.13, RQ 1.13's own cleanup) know only the bare job id, and find nothing, or
+/// silently drop the lease, under the composite form. RQ 2.x reads both forms. So the bare id is
+/// the default: every Python peer lists and recovers our running jobs. Either way, the worker
+/// keeps its own execution identity (the bare form names it in the job hash's `hdx_lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartedEntry {
+    /// `<job id>`: read by RQ 1.x and 2.x (the default).
+    #[default]
+    JobId,
+    /// `<job id>:<execution id>`, as Python RQ 2.x workers write.
+    Execution,
+}
+
+impl std::str::FromStr for StartedEntry {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "job" | "job_id" | "rq1" => Ok(StartedEntry::JobId),
+            "execution" | "rq2" => Ok(StartedEntry::Execution),
+            other => Err(format!(
+                "unknown started-registry entry {other:?} (expected job or execution)"
+            )),
+        }
     }
 }
 

@@ -15,6 +15,8 @@ if status == 'started' then
   for _, x in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
     redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. x)
   end
+  redis.call('ZREM', 'rq:wip:' .. origin, id)
+  redis.call('HDEL', jk, 'hdx_lease')
 end
 redis.call('ZADD', 'rq:canceled:' .. origin, now_s, id)
 return 1

@@ -50,15 +50,38 @@ local function expire_job(id, ttl)
   end
 end
 
--- Forget one execution: its hash, its started-registry lease, its executions entry.
--- `x` is '' for RQ 1.13's bare started-registry members.
-local function end_execution(id, x, origin)
+-- The started-registry entry through which execution `x` of job `id` holds its lease, or nil
+-- once the lease is gone. An execution is leased either as RQ 2's `<id>:<x>` or, in the layout
+-- RQ 1.x readers also understand, as the bare `<id>` with the job hash's `hdx_lease` naming the
+-- execution (our own field; Python ignores it). `x` is '' for RQ 1.13 workers' bare entries.
+local function lease_entry(id, x, origin)
+  local wip = 'rq:wip:' .. origin
   if x == '' then
-    redis.call('ZREM', 'rq:wip:' .. origin, id)
-    return
+    if redis.call('ZSCORE', wip, id) then return id end
+    return nil
   end
+  local member = id .. ':' .. x
+  if redis.call('ZSCORE', wip, member) then return member end
+  if redis.call('ZSCORE', wip, id) and redis.call('HGET', job_key(id), 'hdx_lease') == x then
+    return id
+  end
+  return nil
+end
+
+-- Forget one execution: its hash, its started-registry lease, its executions entry.
+-- `x` is '' for a bare started-registry entry (an RQ 1.13 worker's, or ours in the RQ 1 layout,
+-- whose execution `hdx_lease` names).
+local function end_execution(id, x, origin)
+  local wip = 'rq:wip:' .. origin
+  local leased = redis.call('HGET', job_key(id), 'hdx_lease')
+  if x == '' then x = leased or '' end
+  if x == '' or leased == x then
+    redis.call('ZREM', wip, id)
+    if leased then redis.call('HDEL', job_key(id), 'hdx_lease') end
+  end
+  if x == '' then return end
   redis.call('DEL', 'rq:execution:' .. id .. ':' .. x)
-  redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. x)
+  redis.call('ZREM', wip, id .. ':' .. x)
   redis.call('ZREM', 'rq:executions:' .. id, x)
 end
 

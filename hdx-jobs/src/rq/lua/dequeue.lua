@@ -3,7 +3,9 @@
 -- that dies at any moment leaves nothing in limbo (Python RQ's BLPOP path can lose a job there).
 --
 -- ARGV: worker, now_f, ts, monitoring_interval, lease_grace, default_timeout, max_jobs,
---       n_queues, missing_hash_exc, queue..., execution_id... (max_jobs of them)
+--       n_queues, missing_hash_exc, bare_entry (1: lease as the bare job id, which RQ 1.x
+--       readers list too; 0: as RQ 2's `<id>:<execution id>`), queue..., execution_id...
+--       (max_jobs of them)
 -- (now_f and ts are the worker's clock, for display; leases use the server's clock)
 -- Returns: { {queue, id, execution_id, {field, value, ...}}, ... }; a job whose hash is gone
 -- comes back with execution_id '' after being recorded as failed. Returns the string
@@ -18,14 +20,15 @@ local default_timeout = tonumber(ARGV[6])
 local max_jobs = tonumber(ARGV[7])
 local n_queues = tonumber(ARGV[8])
 local missing_exc = ARGV[9]
-local first_x = 10 + n_queues
+local bare_entry = ARGV[10] == '1'
+local first_x = 11 + n_queues
 
 if redis.call('EXISTS', 'rq:suspended') == 1 then return 'suspended' end
 
 local out = {}
 local started = 0
 for qi = 1, n_queues do
-  local q = ARGV[9 + qi]
+  local q = ARGV[10 + qi]
   while started < max_jobs do
     local id = redis.call('LPOP', 'rq:queue:' .. q)
     if not id then break end
@@ -53,7 +56,13 @@ for qi = 1, n_queues do
       redis.call('EXPIRE', ek, lease)
       redis.call('ZADD', 'rq:executions:' .. id, now_s + lease + 60, x)
       redis.call('EXPIRE', 'rq:executions:' .. id, lease + 60)
-      redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id .. ':' .. x)
+      if bare_entry then
+        redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id)
+        redis.call('HSET', jk, 'hdx_lease', x)
+      else
+        redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id .. ':' .. x)
+        redis.call('HDEL', jk, 'hdx_lease')
+      end
       redis.call('HSET', jk, 'status', 'started', 'started_at', ts, 'last_heartbeat', ts, 'worker_name', w)
       redis.call('HINCRBY', jk, 'hdx_attempt', 1)
       redis.call('PERSIST', jk)

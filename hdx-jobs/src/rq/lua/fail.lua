@@ -3,34 +3,42 @@
 --
 -- mode 'failed': the task failed or timed out; 'stopped': a stop-job command (no retry);
 -- 'abandoned': maintenance found the lease expired (only if its deadline has passed, so a
--- lease refreshed meanwhile is left alone; the worker name is '').
+-- lease refreshed meanwhile is left alone; the worker name is ''); 'interrupted': the worker's
+-- shutdown timeout cut the run short, so the job goes back to the front of its queue with its
+-- retries untouched (it did nothing wrong).
 --
 -- ARGV: id, execution_id ('' for an RQ 1.13 member), origin, worker, ts, started_f,
 --       ended_f, exc_string_b64, mode, allow_retry (1/0), min_wait_s, duration, next_current_job,
 --       func, duration_bucket ('' when the run was not timed, e.g. abandoned)
 -- (ts, started_f and ended_f are the worker's clock, for display; the lease check, the retry
 -- time and registry expiries use the server's clock)
--- Returns 'failed' | 'stopped' | 'retried' | 'scheduled' | 'lost' | 'alive' | 'gone'.
+-- Returns 'failed' | 'stopped' | 'retried' | 'scheduled' | 'requeued' | 'lost' | 'alive' | 'gone'.
 local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now_f = server_now()
 local now_s, ts = math.floor(now_f), ARGV[5]
 local started_f, ended_f, exc = ARGV[6], ARGV[7], ARGV[8]
 local mode, allow_retry, min_wait = ARGV[9], ARGV[10] == '1', tonumber(ARGV[11])
 
-local member = id
-if x ~= '' then member = id .. ':' .. x end
+local member = lease_entry(id, x, origin)
+if not member then return 'lost' end
 local score = redis.call('ZSCORE', 'rq:wip:' .. origin, member)
-if not score then return 'lost' end
 if mode == 'abandoned' then
   local deadline = tonumber(score)
   if score == 'inf' or deadline == nil or deadline > now_s then return 'alive' end
 end
 
 local jk = job_key(id)
+local func, bucket = ARGV[14], ARGV[15]
 end_execution(id, x, origin)
+if mode == 'interrupted' then
+  worker_job_done(w, id, ARGV[13], 'hdx_interrupted_job_count', ARGV[12])
+  if redis.call('EXISTS', jk) == 0 then return 'gone' end
+  push_job(id, origin, ts, true)
+  count_job('interrupted', origin, func, ARGV[12], '')
+  return 'requeued'
+end
 worker_job_done(w, id, ARGV[13], 'failed_job_count', ARGV[12])
 if redis.call('EXISTS', jk) == 0 then return 'gone' end
-local func, bucket = ARGV[14], ARGV[15]
 
 local retries = hget_num(jk, 'retries_left') or 0
 if mode ~= 'stopped' and allow_retry and retries > 0 then

@@ -11,7 +11,7 @@ local now_s, ts = math.floor(server_now()), ARGV[5]
 local started_f, ended_f = ARGV[6], ARGV[7]
 local ret = ARGV[9]
 
-if not redis.call('ZSCORE', 'rq:wip:' .. origin, id .. ':' .. x) then return 0 end
+if not lease_entry(id, x, origin) then return 0 end
 local jk = job_key(id)
 local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[8])
 end_execution(id, x, origin)

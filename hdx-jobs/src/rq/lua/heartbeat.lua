@@ -3,7 +3,7 @@
 -- ARGV: worker, now_f, ts, worker_key_ttl, suspended (1/0), n_jobs, then per job:
 --       id, execution_id, origin, lease
 -- (now_f and ts are the worker's clock, for display; leases use the server's clock)
--- Returns { hash_was_missing (0/1), {lost member, ...} }. A missing hash means it expired or
+-- Returns { hash_was_missing (0/1), {lost `<id>:<execution id>`, ...} }. A missing hash means it expired or
 -- Redis lost it: the caller re-registers. A lost lease means maintenance already failed or
 -- retried that job: the caller stops running it.
 local w, now_s, now_f, ts = ARGV[1], math.floor(server_now()), ARGV[2], ARGV[3]
@@ -24,8 +24,8 @@ local n = tonumber(ARGV[6])
 for i = 0, n - 1 do
   local id, x, origin = ARGV[7 + i * 4], ARGV[8 + i * 4], ARGV[9 + i * 4]
   local lease = tonumber(ARGV[10 + i * 4])
-  local member = id .. ':' .. x
-  if redis.call('ZSCORE', 'rq:wip:' .. origin, member) then
+  local member = lease_entry(id, x, origin)
+  if member then
     redis.call('ZADD', 'rq:wip:' .. origin, 'XX', now_s + lease, member)
     local ek = 'rq:execution:' .. id .. ':' .. x
     redis.call('HSET', ek, 'last_heartbeat', now_f)
@@ -36,7 +36,7 @@ for i = 0, n - 1 do
       redis.call('HSET', job_key(id), 'last_heartbeat', ts)
     end
   else
-    table.insert(lost, member)
+    table.insert(lost, id .. ':' .. x)
   end
 end
 if missing then return {1, lost} end

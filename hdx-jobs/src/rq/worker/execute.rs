@@ -10,10 +10,11 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::connection::Backoff;
 use super::wait::WorkWaiter;
-use super::{RunningJob, Shared, StopLevel, StopReason};
+use super::{RunningJob, Shared, StartedEntry, StopLevel, StopReason};
 use crate::rq::error::{RqError, RqResult};
 use crate::rq::job::{new_execution_id, Job};
 use crate::rq::payload::Serializer;
@@ -122,11 +123,19 @@ pub(super) async fn fetch_loop(shared: &Arc<Shared>, waiter: Option<&WorkWaiter>
     }
 }
 
-/// Waits for running jobs to end; on a cold stop (now or while waiting) cancels them first.
+/// Waits for running jobs to end; on a cold stop (now or while waiting) cancels them first,
+/// and when the shutdown timeout runs out puts them back in their queues.
 pub(super) async fn drain(shared: &Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut count = shared.running_count.subscribe();
     let mut cancelled = false;
+    let timeout = async {
+        match shared.options.shutdown_timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
     loop {
         if *count.borrow_and_update() == 0 {
             return;
@@ -139,6 +148,12 @@ pub(super) async fn drain(shared: &Arc<Shared>) {
         tokio::select! {
             _ = count.changed() => {}
             _ = stop.changed(), if !cancelled => {}
+            () = &mut timeout, if !cancelled => {
+                let n = shared.stop_jobs(StopReason::ShutdownTimeout, |_, _| true);
+                tracing::warn!(worker = %shared.name, jobs = n,
+                    "shutdown timeout: putting running jobs back in their queues");
+                cancelled = true;
+            }
         }
     }
 }
@@ -161,7 +176,8 @@ async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
                 .arg(options.default_timeout)
                 .arg(max)
                 .arg(options.queues.len())
-                .arg(&missing_exc);
+                .arg(&missing_exc)
+                .arg(u8::from(options.started_entry == StartedEntry::JobId));
             for q in &options.queues {
                 invocation.arg(q);
             }
@@ -222,7 +238,16 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
         map.insert(job.id.clone(), running);
         shared.running_count.send_replace(map.len());
     }
-    tokio::spawn(async move {
+    // Every line the run logs (the task's own too) carries the job, its queue and its task. At
+    // ERROR level so that the span is kept whatever the log level (`LOG_LEVEL=WARNING` would
+    // drop an INFO span and with it the fields of the warnings it contains).
+    let span = tracing::error_span!(
+        "job",
+        job_id = %job.id,
+        queue = %origin,
+        func = %job.func_name().unwrap_or_default(),
+    );
+    let run = async move {
         let run = JobRun {
             shared: shared.clone(),
             job,
@@ -238,7 +263,8 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
             shared.running_count.send_replace(map.len());
         }
         drop(permit);
-    });
+    };
+    tokio::spawn(run.instrument(span));
 }
 
 /// How a run ended.
@@ -257,6 +283,8 @@ enum Outcome {
 enum FailMode {
     Failed,
     Stopped,
+    /// Cut short by the shutdown timeout: back to the front of its queue, no retry used.
+    Interrupted,
 }
 
 impl FailMode {
@@ -264,6 +292,7 @@ impl FailMode {
         match self {
             FailMode::Failed => "failed",
             FailMode::Stopped => "stopped",
+            FailMode::Interrupted => "interrupted",
         }
     }
 }
@@ -285,18 +314,24 @@ impl JobRun {
         let (outcome, func_name, serializer) = self.run().await;
         let duration = clock.elapsed();
         let ended = Timestamp::now();
-        let job_id = self.job.id.as_str();
         match &outcome {
             Outcome::Success(_) => {
-                tracing::info!(worker = %self.shared.name, job_id, queue = %self.origin, func = %func_name,
+                tracing::info!(worker = %self.shared.name,
                     ms = duration.as_millis() as u64, "job succeeded");
             }
+            Outcome::Failure {
+                mode: FailMode::Interrupted,
+                ..
+            } => {
+                tracing::warn!(worker = %self.shared.name,
+                    ms = duration.as_millis() as u64, "job interrupted by the shutdown timeout: back at the front of its queue");
+            }
             Outcome::Failure { error, .. } => {
-                tracing::warn!(worker = %self.shared.name, job_id, queue = %self.origin, func = %func_name,
+                tracing::warn!(worker = %self.shared.name,
                     ms = duration.as_millis() as u64, error = %error, "job failed");
             }
             Outcome::LeaseLost => {
-                tracing::warn!(worker = %self.shared.name, job_id, queue = %self.origin, func = %func_name,
+                tracing::warn!(worker = %self.shared.name,
                     "job's lease was taken over (it was failed or retried elsewhere); its outcome is discarded");
                 return;
             }
@@ -452,6 +487,17 @@ impl JobRun {
                 mode: FailMode::Failed,
                 allow_retry: true,
             },
+            StopReason::ShutdownTimeout => Outcome::Failure {
+                error: TaskError::retryable(
+                    "WorkerShutdown",
+                    format!(
+                        "worker {} stopped; the job did not finish within the shutdown timeout",
+                        self.shared.name
+                    ),
+                ),
+                mode: FailMode::Interrupted,
+                allow_retry: true,
+            },
             StopReason::LeaseLost => Outcome::LeaseLost,
         }
     }
@@ -571,7 +617,7 @@ impl JobRun {
             Ok(status) => {
                 if status == "finished" {
                     shared.succeeded.fetch_add(1, Ordering::Relaxed);
-                } else {
+                } else if status != "requeued" {
                     shared.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(worker = %shared.name, job_id = %self.job.id, status, "outcome recorded");

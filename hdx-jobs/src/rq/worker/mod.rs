@@ -10,8 +10,9 @@
 //!
 //! Jobs are popped and started in one atomic script, and every outcome is written by one
 //! script that first checks the lease: a job is never in limbo, whichever moment the process
-//! dies at. Stopping is warm first (no new jobs, running ones finish) and cold on the second
-//! request (running jobs are cancelled and recorded as failed, or retried if they may be).
+//! dies at. Stopping is warm first (no new jobs, running ones finish; those still running after
+//! `shutdown_timeout` go back to the front of their queue) and cold on the second request
+//! (running jobs are cancelled and recorded as failed, or retried if they may be).
 
 mod connection;
 mod execute;
@@ -32,6 +33,7 @@ use self::connection::SharedConnection;
 use super::error::{RqError, RqResult};
 use super::job::{DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT};
 use super::queue::is_valid_queue_name;
+pub use super::registry::StartedEntry;
 use crate::connection::RedisClient;
 use crate::task::TaskRegistry;
 
@@ -51,8 +53,14 @@ pub struct WorkerOptions {
     pub worker_ttl: u64,
     /// Exit when the queues are empty instead of waiting for work.
     pub burst: bool,
-    /// Also promote due scheduled jobs of these queues (RQ's `--with-scheduler`).
+    /// Also promote due scheduled jobs of these queues (RQ's `--with-scheduler`). Off by
+    /// default here as in RQ; `hdx-jobs work` turns it on (retries and delayed jobs need a
+    /// scheduler somewhere, and RQ's per-queue locks make several safe).
     pub with_scheduler: bool,
+    /// How long a warm stop waits for running jobs; those still running then are interrupted
+    /// and put back at the front of their queue (retries untouched), so a stop never strands a
+    /// job for its lease period. `None` waits for them however long they take (RQ's way).
+    pub shutdown_timeout: Option<Duration>,
     /// How often running jobs' leases and the worker hash are refreshed (RQ: 30 s).
     pub job_monitoring_interval: Duration,
     /// Extra time a lease lasts beyond the monitoring interval (RQ: 60 s). A job whose worker
@@ -66,6 +74,9 @@ pub struct WorkerOptions {
     pub default_result_ttl: i64,
     /// Timeout of jobs that set none (RQ: 180 s).
     pub default_timeout: i64,
+    /// How running jobs appear in the started registry: the bare job id (the default, listed
+    /// by RQ 1.x and 2.x tools alike) or RQ 2's `<id>:<execution id>`.
+    pub started_entry: StartedEntry,
 }
 
 impl Default for WorkerOptions {
@@ -77,12 +88,14 @@ impl Default for WorkerOptions {
             worker_ttl: 420,
             burst: false,
             with_scheduler: false,
+            shutdown_timeout: None,
             job_monitoring_interval: Duration::from_secs(30),
             lease_grace: Duration::from_secs(60),
             maintenance_interval: Duration::from_secs(60),
             scheduler_interval: Duration::from_secs(1),
             default_result_ttl: DEFAULT_RESULT_TTL,
             default_timeout: DEFAULT_TIMEOUT,
+            started_entry: StartedEntry::default(),
         }
     }
 }
@@ -162,6 +175,8 @@ pub(crate) enum StopReason {
     KillHorse,
     /// Cold shutdown of the worker.
     ColdShutdown,
+    /// The warm stop's shutdown timeout ran out: the job goes back to its queue.
+    ShutdownTimeout,
     /// The lease was taken over by maintenance (after an outage): the job is someone else's now.
     LeaseLost,
 }
