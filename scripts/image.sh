@@ -23,8 +23,8 @@ say() { echo "[image] $*" >&2; }
 binary=${HDX_JOBS_BINARY:-target/release/hdx-jobs}
 tag=localhost/hdx-jobs:test
 base=localhost/debian:bookworm-slim
-# Host-network ports that this host's own services (Redis 6379, PostgreSQL 5432) do not use.
-api_port=55000 compose_port=55001 redis_port=56379 pg_port=55432 standin_port=55080
+# Host-network ports, free and above the ephemeral range (scripts/free-port.sh says why).
+read -r api_port compose_port redis_port pg_port standin_port < <(scripts/free-port.sh 5)
 suffix=$$
 project=hdx-smoke-$suffix
 sudo=""

@@ -15,8 +15,7 @@ concurrent=${2:-4}
 redis_db=13 db=hdx_jobs_sizing
 
 scripts/setup.sh >/dev/null
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-api_port=$(free_port) files_port=$(free_port)
+read -r api_port files_port < <(scripts/free-port.sh 2)
 cargo build --release -q -p hdx-jobs-cli
 bin=$PWD/target/release/hdx-jobs
 work=$(mktemp -d)
