@@ -6,6 +6,17 @@ use hdx_jobs::rq::info::{QueueSummary, WorkerSummary};
 use hdx_jobs::rq::jobs::JobView;
 use hdx_jobs::rq::results::ResultType;
 
+/// How long a queue's next job has waited, as an operator reads it: `-` when nothing waits,
+/// then seconds, minutes or hours.
+fn latency_text(secs: f64) -> String {
+    match secs {
+        s if s <= 0.0 => "-".into(),
+        s if s < 60.0 => format!("{s:.1}s"),
+        s if s < 3600.0 => format!("{:.1}m", s / 60.0),
+        s => format!("{:.1}h", s / 3600.0),
+    }
+}
+
 /// Queues then workers, as aligned tables.
 pub(crate) fn info_text(queues: &[QueueSummary], workers: &[WorkerSummary]) -> String {
     let mut out = String::new();
@@ -17,14 +28,30 @@ pub(crate) fn info_text(queues: &[QueueSummary], workers: &[WorkerSummary]) -> S
         .max(5);
     let _ = writeln!(
         out,
-        "{:width$}  {:>7} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8}",
-        "queue", "queued", "started", "finished", "failed", "deferred", "scheduled", "canceled"
+        "{:width$}  {:>7} {:>9} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8}",
+        "queue",
+        "queued",
+        "latency",
+        "started",
+        "finished",
+        "failed",
+        "deferred",
+        "scheduled",
+        "canceled"
     );
     for q in queues {
         let _ = writeln!(
             out,
-            "{:width$}  {:>7} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8}",
-            q.name, q.queued, q.started, q.finished, q.failed, q.deferred, q.scheduled, q.canceled
+            "{:width$}  {:>7} {:>9} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8}",
+            q.name,
+            q.queued,
+            latency_text(q.latency_seconds),
+            q.started,
+            q.finished,
+            q.failed,
+            q.deferred,
+            q.scheduled,
+            q.canceled
         );
     }
     let _ = writeln!(

@@ -198,9 +198,12 @@ fn info_requeue_empty_suspend_and_resume() {
         .expect("other")
         .clone();
     assert_eq!(other["queued"].as_u64(), Some(3));
+    // Latency: how long the next job has waited; none for a queue with nothing waiting.
+    assert!(other["latency_seconds"].as_f64().expect("latency") > 0.0);
+    assert_eq!(q["latency_seconds"].as_f64(), Some(0.0));
     let text = run_ok(&test, &["info"]);
     assert!(
-        text.contains("other") && text.contains("0 workers"),
+        text.contains("other") && text.contains("latency") && text.contains("0 workers"),
         "{text}"
     );
 

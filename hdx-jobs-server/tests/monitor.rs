@@ -251,6 +251,49 @@ fn metrics_report_jobs_queues_workers_and_requests() {
     }
 }
 
+/// The latency of a queue is how long its next job has waited: with the head job enqueued 5 s
+/// ago (by Redis's clock), `/metrics` reports about 5 s; an empty queue reports 0.
+#[test]
+fn metrics_report_how_long_the_next_job_has_waited() {
+    let server = TestServer::start(&[]);
+    let head = enqueue(&server, "waiting", JobSpec::new("hdx_jobs.noop"));
+    enqueue(&server, "waiting", JobSpec::new("hdx_jobs.noop"));
+    let (secs, micros): (u64, u64) = server.redis.query(&mut redis::cmd("TIME"));
+    let five_seconds_ago =
+        chrono::DateTime::from_timestamp(secs as i64 - 5, micros as u32 * 1000).expect("time");
+    let _: i64 = server.redis.query(
+        redis::cmd("HSET")
+            .arg(format!("rq:job:{head}"))
+            .arg("enqueued_at")
+            .arg(hdx_jobs::rq::time::format_ts(&five_seconds_ago)),
+    );
+    let empty = enqueue(&server, "drained", JobSpec::new("hdx_jobs.noop"));
+    let _: i64 = server
+        .redis
+        .query(redis::cmd("DEL").arg("rq:queue:drained"));
+    let _: i64 = server
+        .redis
+        .query(redis::cmd("DEL").arg(format!("rq:job:{empty}")));
+
+    let (_, text) = common::read(
+        TestServer::agent()
+            .get(&format!("{}/metrics", server.url))
+            .call()
+            .expect("metrics"),
+    );
+    let text = text.as_str().expect("text").to_string();
+    let value = |queue: &str| -> f64 {
+        let prefix = format!("hdx_jobs_queue_latency_seconds{{queue=\"{queue}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no latency for {queue} in:\n{text}"))
+    };
+    let waited = value("waiting");
+    assert!((5.0..7.0).contains(&waited), "waiting: {waited}");
+    assert_eq!(value("drained"), 0.0);
+}
+
 #[test]
 fn openapi_describes_every_endpoint() {
     let server = TestServer::start(&[("MONITOR_URL", "/ops/monitor")]);

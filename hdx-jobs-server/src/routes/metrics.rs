@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus text format: the deployment's job counters and duration histograms
-//! (from Redis, so every worker's jobs count), queue depths per registry, live workers, and this
-//! process's HTTP requests.
+//! (from Redis, so every worker's jobs count), queue depths per registry, the latency of each
+//! queue (how long its next job has waited), live workers, and this process's HTTP requests.
 
 use axum::extract::State;
 use axum::http::header;
@@ -125,6 +125,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
                 labels(&[("queue", &q.name), ("registry", registry)])
             ));
         }
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_queue_latency_seconds",
+        "gauge",
+        "Seconds the next job of each queue has waited since it was enqueued (0 when empty).",
+    );
+    for q in &queues {
+        out.push_str(&format!(
+            "hdx_jobs_queue_latency_seconds{} {:.3}\n",
+            labels(&[("queue", &q.name)]),
+            q.latency_seconds
+        ));
     }
 
     header(

@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::error::RqResult;
 use super::keys;
 use super::registry::Registry;
+use super::time;
 use crate::connection::RedisClient;
 
-/// Job counts of one queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Job counts of one queue, and how long its next job has waited.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueSummary {
     /// Queue name.
     pub name: String,
@@ -30,6 +31,9 @@ pub struct QueueSummary {
     pub scheduled: u64,
     /// Canceled jobs.
     pub canceled: u64,
+    /// Seconds the job at the head of the queue has waited since it was enqueued, by Redis's
+    /// clock (Sidekiq's "latency"); 0 for an empty queue.
+    pub latency_seconds: f64,
 }
 
 /// One worker as its hash describes it.
@@ -87,10 +91,12 @@ pub async fn queues(redis: &RedisClient) -> RqResult<Vec<QueueSummary>> {
         }
     }
     let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+    let latencies = head_latencies(&mut conn, &names).await?;
     Ok(names
         .into_iter()
         .zip(counts.chunks(1 + Registry::ALL.len()))
-        .map(|(name, c)| QueueSummary {
+        .zip(latencies)
+        .map(|((name, c), latency_seconds)| QueueSummary {
             name,
             queued: c[0],
             started: c[1],
@@ -99,6 +105,41 @@ pub async fn queues(redis: &RedisClient) -> RqResult<Vec<QueueSummary>> {
             deferred: c[4],
             scheduled: c[5],
             canceled: c[6],
+            latency_seconds,
+        })
+        .collect())
+}
+
+/// For each queue, the seconds its head job has waited by Redis's clock (0 when empty): three
+/// round trips whatever the number of queues.
+async fn head_latencies<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    names: &[String],
+) -> RqResult<Vec<f64>> {
+    let mut pipe = redis::pipe();
+    for name in names {
+        pipe.cmd("LINDEX").arg(keys::queue(name)).arg(0);
+    }
+    let heads: Vec<Option<String>> = pipe.query_async(conn).await?;
+    let mut pipe = redis::pipe();
+    for id in heads.iter().flatten() {
+        pipe.cmd("HGET").arg(keys::job(id)).arg("enqueued_at");
+    }
+    let mut enqueued = if pipe.cmd_iter().next().is_some() {
+        pipe.query_async::<Vec<Option<String>>>(conn).await?
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let now = time::server_now(conn).await?.secs_f64();
+    Ok(heads
+        .iter()
+        .map(|head| {
+            head.as_ref()
+                .and_then(|_| enqueued.next().flatten())
+                .and_then(|at| time::parse_ts(&at))
+                .map(|at| (now - at.timestamp_micros() as f64 / 1e6).max(0.0))
+                .unwrap_or(0.0)
         })
         .collect())
 }
