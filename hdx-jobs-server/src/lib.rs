@@ -40,6 +40,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     redis: RedisClient,
+    stream_redis: RedisClient,
     config: ServerConfig,
     http_metrics: http_metrics::HttpMetrics,
     tiles: Arc<tiles::TileService>,
@@ -55,9 +56,12 @@ impl AppState {
             config.tile_statement_timeout,
         )
         .map_err(|e| ServeError::Config(e.to_string()))?;
+        let stream_redis = RedisClient::open(&config.core.events.stream_url)
+            .map_err(|e| ServeError::Config(format!("the event stream's Redis: {e}")))?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 redis,
+                stream_redis,
                 config,
                 http_metrics: Default::default(),
                 tiles: Arc::new(tiles),
@@ -73,6 +77,11 @@ impl AppState {
     /// The queue Redis.
     pub fn redis(&self) -> &RedisClient {
         &self.inner.redis
+    }
+
+    /// The event stream's Redis (often another database than the queues').
+    pub fn stream_redis(&self) -> &RedisClient {
+        &self.inner.stream_redis
     }
 
     /// The configuration.

@@ -294,6 +294,76 @@ fn metrics_report_how_long_the_next_job_has_waited() {
     assert_eq!(value("drained"), 0.0);
 }
 
+/// The event stream on `/metrics`: its length, and per consumer group the events delivered but
+/// not acknowledged (pending) and those not read yet (lag).
+#[test]
+fn metrics_report_the_event_streams_length_and_consumer_lag() {
+    let server = TestServer::start(&[("REDIS_STREAM_STREAM_NAME", "events_under_test")]);
+    for i in 0..10 {
+        let _: String = server.redis.query(
+            redis::cmd("XADD")
+                .arg("events_under_test")
+                .arg("*")
+                .arg("event_type")
+                .arg("test")
+                .arg("body")
+                .arg(format!("{{\"n\": {i}}}")),
+        );
+    }
+    let _: String = server.redis.query(
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("events_under_test")
+            .arg("readers")
+            .arg("0"),
+    );
+    let scrape = || server.get("/metrics").1.as_str().expect("text").to_string();
+    let labels = r#"{stream="events_under_test",group="readers"}"#;
+    let text = scrape();
+    for line in [
+        r#"hdx_jobs_event_stream_up{stream="events_under_test"} 1"#.to_string(),
+        r#"hdx_jobs_event_stream_length{stream="events_under_test"} 10"#.to_string(),
+        format!("hdx_jobs_event_consumer_lag{labels} 10"),
+        format!("hdx_jobs_event_consumer_pending{labels} 0"),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+
+    // A consumer reads 4 and acknowledges none: 4 pending, 6 still unread.
+    let _: redis::Value = server.redis.query(
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("readers")
+            .arg("c1")
+            .arg("COUNT")
+            .arg(4)
+            .arg("STREAMS")
+            .arg("events_under_test")
+            .arg(">"),
+    );
+    let text = scrape();
+    for line in [
+        format!("hdx_jobs_event_consumer_lag{labels} 6"),
+        format!("hdx_jobs_event_consumer_pending{labels} 4"),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+}
+
+/// An unreachable stream Redis leaves the queue metrics answering, and says so.
+#[test]
+fn metrics_answer_when_the_event_stream_is_unreachable() {
+    let server = TestServer::start(&[("REDIS_STREAM_URL", "redis://127.0.0.1:1/0")]);
+    let (code, text) = server.get("/metrics");
+    assert_eq!(code, 200);
+    let text = text.as_str().expect("text");
+    assert!(
+        text.contains(r#"hdx_jobs_event_stream_up{stream="hdx_event_stream"} 0"#)
+            && text.contains("# TYPE hdx_jobs_queue_jobs gauge"),
+        "{text}"
+    );
+}
+
 #[test]
 fn openapi_describes_every_endpoint() {
     let server = TestServer::start(&[("MONITOR_URL", "/ops/monitor")]);

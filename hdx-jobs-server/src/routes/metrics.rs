@@ -1,14 +1,21 @@
 //! `/metrics` in Prometheus text format: the deployment's job counters and duration histograms
 //! (from Redis, so every worker's jobs count), queue depths per registry, the latency of each
-//! queue (how long its next job has waited), live workers, and this process's HTTP requests.
+//! queue (how long its next job has waited), live workers, the event stream (length, and each
+//! consumer group's pending events and lag), and this process's HTTP requests.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use hdx_jobs::events::stats;
 use hdx_jobs::rq::{info, metrics};
 
 use crate::error::ApiError;
 use crate::AppState;
+
+/// How long a scrape waits for the event stream's Redis.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Writes `# HELP` and `# TYPE` lines.
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -31,6 +38,48 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+/// The stream's length and, per consumer group, its pending events and lag.
+fn render_stream(out: &mut String, stream_name: &str, stream: &stats::StreamStats) {
+    header(
+        out,
+        "hdx_jobs_event_stream_length",
+        "gauge",
+        "Entries in the event stream.",
+    );
+    out.push_str(&format!(
+        "hdx_jobs_event_stream_length{} {}\n",
+        labels(&[("stream", stream_name)]),
+        stream.length
+    ));
+    header(
+        out,
+        "hdx_jobs_event_consumer_pending",
+        "gauge",
+        "Events delivered to a consumer group and not acknowledged.",
+    );
+    for group in &stream.groups {
+        out.push_str(&format!(
+            "hdx_jobs_event_consumer_pending{} {}\n",
+            labels(&[("stream", stream_name), ("group", &group.name)]),
+            group.pending
+        ));
+    }
+    header(
+        out,
+        "hdx_jobs_event_consumer_lag",
+        "gauge",
+        "Events a consumer group has not read yet (absent when Redis cannot tell).",
+    );
+    for group in &stream.groups {
+        if let Some(lag) = group.lag {
+            out.push_str(&format!(
+                "hdx_jobs_event_consumer_lag{} {lag}\n",
+                labels(&[("stream", stream_name), ("group", &group.name)])
+            ));
+        }
+    }
+}
+
 /// The metrics.
 #[utoipa::path(
     get,
@@ -40,12 +89,22 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let redis = state.redis();
-    let (jobs, queues, workers) = tokio::try_join!(
+    let stream_name = &state.config().core.events.stream_name;
+    let (jobs, queues, workers, stream) = tokio::join!(
         metrics::read(redis),
         info::queues(redis),
-        info::workers(redis)
-    )
-    .map_err(ApiError::internal)?;
+        info::workers(redis),
+        // Bounded: an unreachable stream Redis must not hold the scrape past its timeout.
+        tokio::time::timeout(
+            STREAM_READ_TIMEOUT,
+            stats::stream_stats(state.stream_redis(), stream_name)
+        )
+    );
+    let (jobs, queues, workers) = (
+        jobs.map_err(ApiError::internal)?,
+        queues.map_err(ApiError::internal)?,
+        workers.map_err(ApiError::internal)?,
+    );
     let mut out = String::new();
 
     for (event, help) in [
@@ -172,6 +231,37 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "hdx_jobs_queue_workers{} {n}\n",
             labels(&[("queue", &q.name)])
         ));
+    }
+
+    // The stream may live on another Redis: when it cannot be read, the queue metrics above
+    // still answer, and `hdx_jobs_event_stream_up` says so.
+    header(
+        &mut out,
+        "hdx_jobs_event_stream_up",
+        "gauge",
+        "1 when the event stream's Redis answered this scrape, else 0.",
+    );
+    let stream = match stream {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: the event stream could not be read");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?STREAM_READ_TIMEOUT,
+                "metrics: the event stream did not answer"
+            );
+            None
+        }
+    };
+    out.push_str(&format!(
+        "hdx_jobs_event_stream_up{} {}\n",
+        labels(&[("stream", stream_name.as_str())]),
+        u8::from(stream.is_some())
+    ));
+    if let Some(stream) = &stream {
+        render_stream(&mut out, stream_name, stream);
     }
 
     state.http_metrics().render(&mut out);

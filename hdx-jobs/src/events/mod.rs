@@ -17,6 +17,7 @@ pub mod display;
 pub mod event;
 pub mod markdown;
 pub mod pyvalue;
+pub mod stats;
 pub mod task;
 
 pub use bus::{EventBus, EventBusOptions, PushOutcome};
