@@ -36,6 +36,10 @@ COPY . .
 # the target/ cache mount below would hide).
 COPY --from=assets /src/target/assets/maplibre-gl /opt/maplibre-gl
 ENV HDX_JOBS_MAPLIBRE_DIR=/opt/maplibre-gl
+# .git stays out of the context: pass the commit for /version and hdx_jobs_build_info
+# (--build-arg HDX_JOBS_COMMIT=$(git rev-parse --short=12 HEAD)); else they say "unknown".
+ARG HDX_JOBS_COMMIT=""
+ENV HDX_JOBS_COMMIT=${HDX_JOBS_COMMIT}
 # Cache mounts: BuildKit (Docker) and buildah both support them; drop them for other builders.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

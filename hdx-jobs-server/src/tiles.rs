@@ -13,6 +13,7 @@
 //! query (the cache coalesces them), so a burst for a slow tile costs one query, not hundreds.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,17 @@ pub struct TileService {
     prefix: String,
     layers: Cache<String, Arc<LayerInfo>>,
     tiles: Cache<TileKey, Arc<Tile>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Tile requests answered from the cache (hits) and by a query (misses), since the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Served from the cache, or by waiting on another request's query for the same tile.
+    pub hits: u64,
+    /// Served by a query of their own.
+    pub misses: u64,
 }
 
 impl std::fmt::Debug for TileService {
@@ -140,6 +152,8 @@ impl TileService {
                 })
                 .support_invalidation_closures()
                 .build(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         })
     }
 
@@ -180,10 +194,12 @@ impl TileService {
             x,
             y,
         };
-        // `try_get_with` runs one query per key at a time: concurrent misses wait for it.
+        // One query per key at a time: concurrent misses wait for it (and count as hits: they
+        // cost no query).
         let made = self
             .tiles
-            .try_get_with(key, async {
+            .entry(key)
+            .or_try_insert_with(async {
                 let client = self.pool.get().await.map_err(|e| {
                     TileError::Db(format!("layer database unavailable: {}", pool_error(&e)))
                 })?;
@@ -194,8 +210,17 @@ impl TileService {
             })
             .await;
         match made {
-            Ok(tile) => Ok(tile),
+            Ok(entry) => {
+                let counter = if entry.is_fresh() {
+                    &self.misses
+                } else {
+                    &self.hits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(entry.into_value())
+            }
             Err(e) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
                 // The table may have been dropped or swapped since its metadata was read.
                 self.forget(name).await;
                 match self.layer(name).await {
@@ -203,6 +228,14 @@ impl TileService {
                     _ => Err(TileError::Db(e.to_string())),
                 }
             }
+        }
+    }
+
+    /// Cache hits and misses of tile requests so far.
+    pub fn cache_counts(&self) -> CacheCounts {
+        CacheCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
         }
     }
 

@@ -544,8 +544,13 @@ fn run_checks_fail_without_workers_or_postgis() {
 #[test]
 fn version_health_and_readiness() {
     let server = TestServer::start(&[]);
-    let version = json!({"version": env!("CARGO_PKG_VERSION")});
-    assert_eq!(server.get("/version"), (200, version.clone()));
+    let (code, version) = server.get("/version");
+    assert_eq!(code, 200);
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        version["commit"].as_str().is_some_and(|c| !c.is_empty()),
+        "{version}"
+    );
     assert_eq!(server.get("/about"), (200, version));
     assert_eq!(server.get("/healthz"), (200, json!({"status": "ok"})));
     assert_eq!(server.get("/readyz"), (200, json!({"status": "ready"})));

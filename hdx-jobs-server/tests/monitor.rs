@@ -249,6 +249,20 @@ fn metrics_report_jobs_queues_workers_and_requests() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+    // The build: the crate's version and the checkout's commit, as /version says too.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let build = format!(
+        "hdx_jobs_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "missing {build:?} in:\n{text}");
+    assert_eq!(server.get("/version").1["commit"], commit.as_str());
 }
 
 /// The latency of a queue is how long its next job has waited: with the head job enqueued 5 s

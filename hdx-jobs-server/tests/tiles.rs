@@ -209,6 +209,15 @@ fn caching_etags_and_gzip() {
             gz
         };
     assert_eq!(decoded, raw);
+    // One query, then the cache: /metrics counts one miss and the other requests as hits.
+    let (_, metrics) = server.get("/metrics");
+    let metrics = metrics.as_str().expect("text");
+    for line in [
+        "hdx_jobs_tile_cache_requests_total{result=\"miss\"} 1",
+        "hdx_jobs_tile_cache_requests_total{result=\"hit\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

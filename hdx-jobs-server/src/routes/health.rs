@@ -8,11 +8,13 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 
-/// `{"version": "..."}`.
+/// `{"version": "...", "commit": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionResponse {
     /// The service version.
     version: String,
+    /// The commit it was built from (`unknown` when the build could not tell).
+    commit: String,
 }
 
 /// The service version.
@@ -20,6 +22,7 @@ pub struct VersionResponse {
 pub async fn version() -> Json<VersionResponse> {
     Json(VersionResponse {
         version: env!("CARGO_PKG_VERSION").into(),
+        commit: env!("HDX_JOBS_COMMIT").into(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! `/metrics` in Prometheus text format: the deployment's job counters and duration histograms
 //! (from Redis, so every worker's jobs count), queue depths per registry, the latency of each
 //! queue (how long its next job has waited), live workers, the event stream (length, and each
-//! consumer group's pending events and lag), and this process's HTTP requests.
+//! consumer group's pending events and lag), and this process's tile cache, build and HTTP
+//! requests.
 
 use std::time::Duration;
 
@@ -263,6 +264,34 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     if let Some(stream) = &stream {
         render_stream(&mut out, stream_name, stream);
     }
+
+    header(
+        &mut out,
+        "hdx_jobs_tile_cache_requests_total",
+        "counter",
+        "Tile requests of this process, by result: hit (no query) or miss (a query).",
+    );
+    let counts = state.tiles().cache_counts();
+    for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
+        out.push_str(&format!(
+            "hdx_jobs_tile_cache_requests_total{} {n}\n",
+            labels(&[("result", result)])
+        ));
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_build_info",
+        "gauge",
+        "The version and commit of this process's build (always 1).",
+    );
+    out.push_str(&format!(
+        "hdx_jobs_build_info{} 1\n",
+        labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("HDX_JOBS_COMMIT"))
+        ])
+    ));
 
     state.http_metrics().render(&mut out);
     Ok((
