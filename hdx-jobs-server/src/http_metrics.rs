@@ -1,7 +1,7 @@
 //! Every request observed once: the access log (one line per request: method, route, status,
 //! duration; an error line with the cause for every 5xx) and the request counts and latencies
-//! of this server process for `/metrics`, keyed by the matched route (not the raw path, so ids do not explode the series)
-//! and by a method from a closed set (any other method counts as `OTHER`): every label comes
+//! of this server process for `/metrics`, keyed by the matched route (not the raw path, so ids
+//! do not explode the series) and by a method from a closed set (any other method counts as `OTHER`): every label comes
 //! from a bounded set, so no request can grow the series.
 
 use std::collections::BTreeMap;

@@ -450,6 +450,18 @@ mod tests {
     }
 
     #[test]
+    fn new_jobs_are_pickled_unless_json_is_chosen() {
+        use crate::rq::payload::Serializer;
+        assert_eq!(config(&[]).expect("config").serializer, Serializer::Pickle);
+        for json in ["json", "JSON", " Json "] {
+            let c = config(&[("HDX_JOBS_SERIALIZER", json)]).expect("config");
+            assert_eq!(c.serializer, Serializer::Json, "{json:?}");
+        }
+        let err = config(&[("HDX_JOBS_SERIALIZER", "yaml")]).expect_err("refused");
+        assert!(err.to_string().contains("HDX_JOBS_SERIALIZER"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_the_deployed_ones() {
         let c = config(&[]).expect("config");
         assert_eq!(c.redis_url, "redis://gisredis:6379/1");

@@ -194,12 +194,14 @@ impl Job {
         }
     }
 
-    /// The serializer of the payload, from its first byte (JSON when there is none).
+    /// The serializer of the payload, from its first byte (the process default when there is
+    /// none).
     pub fn serializer(&self) -> Serializer {
         self.fields
             .get("data")
-            .map(|data| payload::serializer_of(data))
-            .unwrap_or_default()
+            .map_or_else(payload::default_serializer, |data| {
+                payload::serializer_of(data)
+            })
     }
 
     /// The task's wire name, read without decoding the payload (see

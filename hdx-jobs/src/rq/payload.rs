@@ -44,11 +44,12 @@ pub fn set_max_payload_bytes(bytes: usize) {
 }
 
 /// The serializer of a job's payload, meta and results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+///
+/// No `Default`: which one new jobs get is a process setting, [`default_serializer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Serializer {
     /// `rq.serializers.JSONSerializer`.
-    #[default]
     Json,
     /// Python's pickle, RQ's default serializer (plain data only).
     Pickle,
