@@ -111,6 +111,10 @@ struct ApiDoc;
     monitor::overview,
     monitor::job_list,
     monitor::job,
+    monitor::history,
+    monitor::worker,
+    monitor::periodic_jobs,
+    monitor::event_stream,
     monitor::requeue_job,
     monitor::delete_job,
     monitor::requeue_failed,
@@ -240,6 +244,10 @@ pub fn router(state: AppState) -> Router {
             get(monitor::job_list),
         )
         .route(&format!("{m}/api/jobs/{{id}}"), get(monitor::job))
+        .route(&format!("{m}/api/history"), get(monitor::history))
+        .route(&format!("{m}/api/workers/{{name}}"), get(monitor::worker))
+        .route(&format!("{m}/api/periodic"), get(monitor::periodic_jobs))
+        .route(&format!("{m}/api/events"), get(monitor::event_stream))
         .route(
             &format!("{m}/api/jobs/{{id}}/requeue"),
             post(monitor::requeue_job),

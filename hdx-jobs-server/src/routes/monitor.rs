@@ -8,10 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::Json;
+use hdx_jobs::events::stats;
+use hdx_jobs::rq::browse::{self, Filter, JobList};
 use hdx_jobs::rq::error::RqError;
-use hdx_jobs::rq::queue::Queue;
-use hdx_jobs::rq::registry::Registry;
-use hdx_jobs::rq::{info, jobs};
+use hdx_jobs::rq::job::JobStatus;
+use hdx_jobs::rq::queue::{is_valid_queue_name, Queue};
+use hdx_jobs::rq::scheduler::periodic;
+use hdx_jobs::rq::{history, info, jobs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -67,7 +70,7 @@ pub async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, A
     Ok(Json(Overview { queues, workers }))
 }
 
-/// Paging of a job list.
+/// Paging and filters of a job list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobListQuery {
@@ -81,6 +84,14 @@ pub struct JobListQuery {
     /// Jobs per page (default 20).
     #[param(minimum = 1, maximum = 200)]
     per_page: Option<u64>,
+    /// Only jobs of this task (wire name, e.g. `hdx_jobs.create_preview`).
+    #[param(max_length = 200)]
+    task: Option<String>,
+    /// Only jobs with this status.
+    #[param(
+        pattern = "^(created|queued|started|finished|failed|deferred|scheduled|stopped|canceled)$"
+    )]
+    status: Option<String>,
 }
 
 /// One row of a job list.
@@ -111,6 +122,10 @@ pub struct JobPage {
     registry: String,
     /// Jobs in that list.
     total: u64,
+    /// With a filter: jobs matching it among those looked at.
+    matched: Option<u64>,
+    /// With a filter: jobs looked at (the first 10,000 of the list at most).
+    scanned: Option<u64>,
     /// This page.
     page: u64,
     /// Page size.
@@ -140,27 +155,33 @@ pub async fn job_list(
         ));
     }
     let offset = (page - 1) * per_page;
-    let registry_name = query.registry.unwrap_or_else(|| "queued".into());
-    let q = Queue::new(state.redis().clone(), &queue).map_err(rq_error)?;
-    let (total, ids) = if registry_name == "queued" {
-        (
-            q.count().await.map_err(rq_error)?,
-            q.job_ids(offset, per_page).await.map_err(rq_error)?,
-        )
-    } else {
-        let registry = Registry::parse(&registry_name)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown registry {registry_name:?}")))?;
-        let mut conn = state.redis().conn().await.map_err(rq_error)?;
-        let total = registry.count(&mut conn, &queue).await.map_err(rq_error)?;
-        let ids = registry
-            .job_ids(&mut conn, &queue, offset, per_page)
-            .await
-            .map_err(rq_error)?;
-        (total, ids)
+    let list_name = query.registry.unwrap_or_else(|| "queued".into());
+    let list = JobList::parse(&list_name)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown registry {list_name:?}")))?;
+    let status = match query.status.as_deref() {
+        Some(s) => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))?,
+        ),
+        None => None,
     };
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = match jobs::view(state.redis(), &id).await.map_err(rq_error)? {
+    let filter = Filter {
+        task: query.task.filter(|t| !t.is_empty()),
+        status,
+    };
+    if filter.task.as_ref().is_some_and(|t| t.len() > 200) {
+        return Err(ApiError::bad_request("task is at most 200 characters"));
+    }
+    if !is_valid_queue_name(&queue) {
+        return Err(rq_error(RqError::InvalidQueueName(queue)));
+    }
+    let found = browse::page(state.redis(), &queue, list, &filter, offset, per_page)
+        .await
+        .map_err(rq_error)?;
+    let jobs = found
+        .jobs
+        .into_iter()
+        .map(|(id, view)| match view {
             Some(view) => JobRow {
                 error: view
                     .latest_result
@@ -184,16 +205,17 @@ pub async fn job_list(
                 ended_at: None,
                 error: None,
             },
-        };
-        rows.push(row);
-    }
+        })
+        .collect();
     Ok(Json(JobPage {
         queue,
-        registry: registry_name,
-        total,
+        registry: list.name().to_string(),
+        total: found.total,
+        matched: found.matched,
+        scanned: found.scanned,
         page,
         per_page,
-        jobs: rows,
+        jobs,
     }))
 }
 
@@ -340,4 +362,134 @@ pub async fn empty_queue(
         .await
         .map_err(rq_error)?;
     Ok(Json(ActionResult { ok: true, count }))
+}
+
+/// The history's window.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Minutes back from now (default 180, at most 1440).
+    #[param(minimum = 1, maximum = 1440)]
+    minutes: Option<u32>,
+    /// Only this queue.
+    #[param(pattern = r"^[A-Za-z0-9_.\-]{1,200}$")]
+    queue: Option<String>,
+}
+
+/// Jobs finished, failed, retried, stopped, abandoned and interrupted per minute, as recorded by
+/// hdx-jobs workers (a day is kept).
+#[utoipa::path(
+    get,
+    path = "/monitor/api/history",
+    tag = "monitor",
+    params(HistoryQuery),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<history::History>, ApiError> {
+    let minutes = query.minutes.unwrap_or(180);
+    if let Some(q) = query.queue.as_deref().filter(|q| !is_valid_queue_name(q)) {
+        return Err(rq_error(RqError::InvalidQueueName(q.to_string())));
+    }
+    history::read(state.redis(), minutes, query.queue.as_deref())
+        .await
+        .map(Json)
+        .map_err(rq_error)
+}
+
+/// A worker: host, pid, queues, concurrency, heartbeat, and the jobs it runs now.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/workers/{name}",
+    tag = "monitor",
+    params(("name" = String, Path, description = "Worker name")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody))
+)]
+pub async fn worker(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<info::WorkerDetail>, ApiError> {
+    info::worker(state.redis(), &name)
+        .await
+        .map_err(rq_error)?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchWorker",
+                format!("no live worker {name:?}"),
+            )
+        })
+}
+
+/// Periodic jobs with their next due time.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/periodic",
+    tag = "monitor",
+    responses((status = 200, body = Vec<Object>), (status = 500, body = ErrorBody))
+)]
+pub async fn periodic_jobs(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<periodic::ScheduledPeriodic>>, ApiError> {
+    let mut conn = state.redis().conn().await.map_err(rq_error)?;
+    periodic::list(&mut conn).await.map(Json).map_err(rq_error)
+}
+
+/// Newest events shown by the monitor.
+const LATEST_EVENTS: usize = 10;
+
+/// The event stream: length, consumer groups and the last events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventStreamView {
+    /// The stream's name.
+    stream: String,
+    /// Length and consumer groups.
+    #[schema(value_type = Object)]
+    stats: stats::StreamStats,
+    /// The newest events, newest first.
+    #[schema(value_type = Vec<Object>)]
+    latest: Vec<stats::StreamEntry>,
+}
+
+/// The change-event stream: its length, each consumer group's pending events and lag, and the
+/// newest events.
+#[utoipa::path(
+    get,
+    path = "/monitor/api/events",
+    tag = "monitor",
+    responses((status = 200, body = EventStreamView), (status = 503, body = ErrorBody))
+)]
+pub async fn event_stream(
+    State(state): State<AppState>,
+) -> Result<Json<EventStreamView>, ApiError> {
+    let stream = state.config().core.events.stream_name.clone();
+    let redis = state.stream_redis();
+    let read = async {
+        tokio::try_join!(
+            stats::stream_stats(redis, &stream),
+            stats::latest_entries(redis, &stream, LATEST_EVENTS)
+        )
+    };
+    let unavailable = |message: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "EventStreamUnavailable",
+            message,
+        )
+    };
+    let (stats, mut latest) = tokio::time::timeout(super::metrics::STREAM_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| unavailable("the event stream's Redis did not answer in time".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    for entry in &mut latest {
+        hdx_jobs::secret::redact_value(&mut entry.body);
+    }
+    Ok(Json(EventStreamView {
+        stream,
+        stats,
+        latest,
+    }))
 }

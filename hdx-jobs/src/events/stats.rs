@@ -1,6 +1,7 @@
 //! What an operator asks of the event stream: how long it is and, per consumer group, how many
 //! events were delivered but not yet acknowledged (pending) and how many were never delivered
-//! at all (lag, from Redis 7's `XINFO GROUPS`). Read-only; `/metrics` exports it.
+//! at all (lag, from Redis 7's `XINFO GROUPS`), and what the last events were. Read-only;
+//! `/metrics` exports the counts and the monitor shows all of it.
 
 use redis::Value;
 use serde::Serialize;
@@ -54,6 +55,49 @@ pub async fn stream_stats(redis: &RedisClient, stream: &str) -> RqResult<StreamS
     let mut groups: Vec<GroupStats> = replies.iter().filter_map(|r| group(r)).collect();
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(StreamStats { length, groups })
+}
+
+/// An event as the stream holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamEntry {
+    /// The entry id (`<ms>-<seq>`: when Redis appended it).
+    pub id: String,
+    /// `event_type`.
+    pub event_type: Option<String>,
+    /// `body`, parsed (a string when it is not JSON).
+    pub body: serde_json::Value,
+}
+
+/// The newest `count` entries of `stream`, newest first (one round trip).
+pub async fn latest_entries(
+    redis: &RedisClient,
+    stream: &str,
+    count: usize,
+) -> RqResult<Vec<StreamEntry>> {
+    let mut conn = redis.conn().await?;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await?;
+    Ok(reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let field = |name: &str| entry.map.get(name).and_then(text);
+            let body = field("body").map_or(serde_json::Value::Null, |b| {
+                serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b))
+            });
+            StreamEntry {
+                event_type: field("event_type"),
+                body,
+                id: entry.id,
+            }
+        })
+        .collect())
 }
 
 /// One group from its `XINFO GROUPS` field list (`name`, `pending`, `lag`, ...).

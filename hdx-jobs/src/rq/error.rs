@@ -46,3 +46,8 @@ impl RqError {
 
 /// Result of the RQ layer.
 pub type RqResult<T> = Result<T, RqError>;
+
+/// Converts one reply of a pipeline whose replies differ in type (read as raw values).
+pub(crate) fn from_value<T: redis::FromRedisValue>(value: redis::Value) -> RqResult<T> {
+    redis::from_redis_value(value).map_err(|e| redis::RedisError::from(e).into())
+}

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::error::RqResult;
+use super::error::{from_value, RqResult};
 use super::keys;
-use super::registry::Registry;
+use super::payload::CallPayload;
+use super::registry::{member_job_id, Registry};
 use super::time;
 use crate::connection::RedisClient;
 
@@ -83,18 +84,34 @@ pub async fn queues(redis: &RedisClient) -> RqResult<Vec<QueueSummary>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
+    // Counts and head job of every queue in one round trip, the heads' enqueue times and the
+    // clock in a second.
     let mut pipe = redis::pipe();
     for name in &names {
         pipe.cmd("LLEN").arg(keys::queue(name));
         for registry in Registry::ALL {
             pipe.cmd("ZCARD").arg(registry.key(name));
         }
+        pipe.cmd("LINDEX").arg(keys::queue(name)).arg(0);
     }
-    let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-    let latencies = head_latencies(&mut conn, &names).await?;
+    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+    let per_queue = 2 + Registry::ALL.len();
+    let mut counts = Vec::with_capacity(names.len());
+    let mut heads = Vec::with_capacity(names.len());
+    for chunk in replies.chunks(per_queue) {
+        let (numbers, head) = chunk.split_at(per_queue - 1);
+        counts.push(
+            numbers
+                .iter()
+                .map(|v| from_value::<u64>(v.clone()))
+                .collect::<RqResult<Vec<u64>>>()?,
+        );
+        heads.push(from_value::<Option<String>>(head[0].clone())?);
+    }
+    let latencies = head_latencies(&mut conn, &heads).await?;
     Ok(names
         .into_iter()
-        .zip(counts.chunks(1 + Registry::ALL.len()))
+        .zip(counts)
         .zip(latencies)
         .map(|((name, c), latency_seconds)| QueueSummary {
             name,
@@ -110,28 +127,25 @@ pub async fn queues(redis: &RedisClient) -> RqResult<Vec<QueueSummary>> {
         .collect())
 }
 
-/// For each queue, the seconds its head job has waited by Redis's clock (0 when empty): three
-/// round trips whatever the number of queues.
+/// For each queue's head job (`None`: empty queue), the seconds it has waited since it was
+/// enqueued, by Redis's clock (0 when empty): one round trip whatever the number of queues.
 async fn head_latencies<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
-    names: &[String],
+    heads: &[Option<String>],
 ) -> RqResult<Vec<f64>> {
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("LINDEX").arg(keys::queue(name)).arg(0);
-    }
-    let heads: Vec<Option<String>> = pipe.query_async(conn).await?;
     let mut pipe = redis::pipe();
     for id in heads.iter().flatten() {
         pipe.cmd("HGET").arg(keys::job(id)).arg("enqueued_at");
     }
-    let mut enqueued = if pipe.cmd_iter().next().is_some() {
-        pipe.query_async::<Vec<Option<String>>>(conn).await?
-    } else {
-        Vec::new()
-    }
-    .into_iter();
-    let now = time::server_now(conn).await?.secs_f64();
+    pipe.cmd("TIME");
+    let mut replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let (secs, micros): (i64, i64) = from_value(replies.pop().unwrap_or(redis::Value::Nil))?;
+    let now = secs as f64 + micros as f64 / 1e6;
+    let mut enqueued = replies
+        .into_iter()
+        .map(from_value::<Option<String>>)
+        .collect::<RqResult<Vec<_>>>()?
+        .into_iter();
     Ok(heads
         .iter()
         .map(|head| {
@@ -164,31 +178,133 @@ pub async fn workers(redis: &RedisClient) -> RqResult<Vec<WorkerSummary>> {
         .iter()
         .zip(hashes)
         .filter(|(_, h)| !h.is_empty())
-        .map(|(key, h)| {
-            let text = |f: &str| h.get(f).cloned().unwrap_or_default();
-            let num = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok());
-            WorkerSummary {
-                name: keys::worker_name(key).unwrap_or(key).to_string(),
-                state: h.get("state").cloned().unwrap_or_else(|| "?".into()),
-                queues: text("queues")
-                    .split(',')
-                    .filter(|q| !q.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                current_job: h.get("current_job").filter(|j| !j.is_empty()).cloned(),
-                running: num("hdx_running"),
-                pid: num("pid"),
-                hostname: text("hostname"),
-                birth: text("birth"),
-                last_heartbeat: text("last_heartbeat"),
-                successful_job_count: num("successful_job_count").unwrap_or(0),
-                failed_job_count: num("failed_job_count").unwrap_or(0),
-                total_working_time: h
-                    .get("total_working_time")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0),
-                version: text("version"),
-            }
-        })
+        .map(|(key, h)| summary_of(key, &h))
         .collect())
+}
+
+/// A worker's summary from its hash.
+fn summary_of(key: &str, h: &HashMap<String, String>) -> WorkerSummary {
+    let text = |f: &str| h.get(f).cloned().unwrap_or_default();
+    let num = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok());
+    WorkerSummary {
+        name: keys::worker_name(key).unwrap_or(key).to_string(),
+        state: h.get("state").cloned().unwrap_or_else(|| "?".into()),
+        queues: text("queues")
+            .split(',')
+            .filter(|q| !q.is_empty())
+            .map(str::to_string)
+            .collect(),
+        current_job: h.get("current_job").filter(|j| !j.is_empty()).cloned(),
+        running: num("hdx_running"),
+        pid: num("pid"),
+        hostname: text("hostname"),
+        birth: text("birth"),
+        last_heartbeat: text("last_heartbeat"),
+        successful_job_count: num("successful_job_count").unwrap_or(0),
+        failed_job_count: num("failed_job_count").unwrap_or(0),
+        total_working_time: h
+            .get("total_working_time")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        version: text("version"),
+    }
+}
+
+/// A worker with what it runs now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerDetail {
+    /// What [`workers`] says of it.
+    #[serde(flatten)]
+    pub summary: WorkerSummary,
+    /// Jobs it may run at once (hdx-jobs workers only).
+    pub concurrency: Option<u64>,
+    /// IP address it registered.
+    pub ip_address: Option<String>,
+    /// The jobs it holds a lease on, found in its queues' started registries.
+    pub running_jobs: Vec<RunningJob>,
+}
+
+/// A job a worker runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunningJob {
+    /// Job id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// The task's wire name.
+    pub func_name: Option<String>,
+    /// When it started (RQ text).
+    pub started_at: Option<String>,
+}
+
+/// Running jobs read from one started registry, at most (a registry holds one entry per
+/// running job, so this is far above any real deployment's concurrency).
+const RUNNING_SCAN_LIMIT: isize = 5_000;
+
+/// One worker by name, with its running jobs: three round trips (its hash; its queues'
+/// started registries; those jobs' worker, task and start). `None` when it is not registered.
+pub async fn worker(redis: &RedisClient, name: &str) -> RqResult<Option<WorkerDetail>> {
+    let mut conn = redis.conn().await?;
+    let key = keys::worker(name);
+    let hash: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await?;
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let summary = summary_of(&key, &hash);
+    let mut pipe = redis::pipe();
+    for q in &summary.queues {
+        pipe.cmd("ZRANGE")
+            .arg(Registry::Started.key(q))
+            .arg(0)
+            .arg(RUNNING_SCAN_LIMIT - 1);
+    }
+    let registries: Vec<Vec<String>> = if summary.queues.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut conn).await?
+    };
+    let candidates: Vec<(String, String)> = summary
+        .queues
+        .iter()
+        .zip(registries)
+        .flat_map(|(q, members)| {
+            members
+                .into_iter()
+                .map(move |m| (q.clone(), member_job_id(&m).to_string()))
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    for (_, id) in &candidates {
+        pipe.cmd("HMGET")
+            .arg(keys::job(id))
+            .arg("worker_name")
+            .arg("data")
+            .arg("started_at");
+    }
+    type Fields = (Option<String>, Option<Vec<u8>>, Option<String>);
+    let fields: Vec<Fields> = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut conn).await?
+    };
+    let running_jobs = candidates
+        .into_iter()
+        .zip(fields)
+        .filter(|(_, (worker, _, _))| worker.as_deref() == Some(name))
+        .map(|((queue, id), (_, data, started_at))| RunningJob {
+            func_name: data.and_then(|d| CallPayload::func_name_of(&d)),
+            id,
+            queue,
+            started_at,
+        })
+        .collect();
+    Ok(Some(WorkerDetail {
+        concurrency: hash.get("hdx_concurrency").and_then(|v| v.parse().ok()),
+        ip_address: hash.get("ip_address").filter(|a| !a.is_empty()).cloned(),
+        summary,
+        running_jobs,
+    }))
 }

@@ -7,7 +7,7 @@ use redis::streams::StreamRangeReply;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::error::{RqError, RqResult};
+use super::error::{from_value, RqError, RqResult};
 use super::job::{Job, JobStatus};
 use super::payload;
 use super::results::{self, JobResult};
@@ -124,24 +124,54 @@ pub async fn fetch(redis: &RedisClient, id: &str) -> RqResult<Option<Job>> {
 /// Reads a job and its latest result for display. A job whose hash is gone but which still has
 /// results (e.g. a missing hash recorded as failed) is shown with status `missing`.
 pub async fn view(redis: &RedisClient, id: &str) -> RqResult<Option<JobView>> {
+    Ok(views(redis, &[id.to_string()]).await?.pop().flatten())
+}
+
+/// [`view`] of many jobs in one round trip (one MULTI: read apart, a job finishing in between
+/// showed as finished with no result), in the order of `ids`.
+pub async fn views(redis: &RedisClient, ids: &[String]) -> RqResult<Vec<Option<JobView>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut conn = redis.conn().await?;
-    // One MULTI: read apart, a job finishing in between showed as finished with no result.
-    let (fields, reply): (HashMap<String, Vec<u8>>, StreamRangeReply) = redis::pipe()
-        .atomic()
-        .cmd("HGETALL")
-        .arg(keys::job(id))
-        .add_command(results::latest_result_cmd(id))
-        .query_async(&mut conn)
-        .await?;
-    let latest = results::latest_of(&reply);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for id in ids {
+        pipe.cmd("HGETALL")
+            .arg(keys::job(id))
+            .add_command(results::latest_result_cmd(id));
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+    if replies.len() != 2 * ids.len() {
+        let short = redis::ParsingError::from("short reply to the job views".to_string());
+        return Err(redis::RedisError::from(short).into());
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    let mut replies = replies.into_iter();
+    for id in ids {
+        let (Some(fields), Some(results)) = (replies.next(), replies.next()) else {
+            break;
+        };
+        let fields: HashMap<String, Vec<u8>> = from_value(fields)?;
+        let results: StreamRangeReply = from_value(results)?;
+        out.push(view_of(id, fields, results::latest_of(&results)));
+    }
+    Ok(out)
+}
+
+fn view_of(
+    id: &str,
+    fields: HashMap<String, Vec<u8>>,
+    latest: Option<JobResult>,
+) -> Option<JobView> {
     match (!fields.is_empty()).then(|| Job::from_fields(id, fields)) {
-        Some(job) => Ok(Some(JobView::new(&job, latest))),
+        Some(job) => Some(JobView::new(&job, latest)),
         None if latest.is_some() => {
             let mut view = JobView::new(&Job::from_fields(id, Default::default()), latest);
             view.status = "missing".into();
-            Ok(Some(view))
+            Some(view)
         }
-        None => Ok(None),
+        None => None,
     }
 }
 

@@ -5,8 +5,10 @@
 //! database with us. Multi-step changes are Lua scripts ([`scripts`]) so no crash can leave a
 //! job half moved.
 
+pub mod browse;
 pub mod commands;
 pub mod error;
+pub mod history;
 pub mod info;
 pub mod job;
 pub mod jobs;
