@@ -7,6 +7,8 @@
 #   - GDAL (library and tools), Chromium and ChromeDriver (browser tests), wrk (benchmarks),
 #     faketime (the skewed-clock test), podman, runc, mmdebstrap (the container image)
 #   - npm, and MapLibre GL JS from the npm registry (scripts/fetch-assets.sh)
+#   - promtool (Debian's prometheus package), which checks and tests the alerting rules in
+#     deploy/prometheus; the Prometheus server that comes with it is left stopped and disabled
 #   - Python 3 with venv, for the Python rq peer of the tests and benchmarks
 # Rust (cargo) must already be there: https://rustup.rs
 set -euo pipefail
@@ -43,6 +45,21 @@ install "postgresql-$pg_version-postgis-3" pkg-config libgdal-dev gdal-bin zip u
   golang-github-containernetworking-plugin-dnsname
 
 command -v npm >/dev/null || install npm
+
+# promtool. Debian ships it only inside the prometheus package, whose postinst enables the
+# server and starts it wherever services may start (a machine with systemd, or sysvinit without
+# a policy-rc.d that forbids it); a monitoring server is not wanted here, so right after a fresh
+# install it is stopped and disabled. Containers without an init system just get the files.
+if ! command -v promtool >/dev/null; then
+  install prometheus
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    $sudo invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+    $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
+command -v promtool >/dev/null || { log "promtool missing after installing prometheus"; exit 1; }
 "$(dirname "$0")/fetch-assets.sh"
 
 # Redis.

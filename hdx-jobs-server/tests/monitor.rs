@@ -308,6 +308,46 @@ fn metrics_report_how_long_the_next_job_has_waited() {
     assert_eq!(value("drained"), 0.0);
 }
 
+/// Whether a scheduler holds each queue's RQ scheduler lock: 1 for the queue whose
+/// `rq:scheduler-lock:<queue>` key exists, 0 for the one without, and back to 0 once the lock
+/// is gone (a scheduler that stopped or died).
+#[test]
+fn metrics_report_which_queues_have_a_scheduler() {
+    let server = TestServer::start(&[]);
+    enqueue(&server, "scheduled", JobSpec::new("hdx_jobs.noop"));
+    enqueue(&server, "orphaned", JobSpec::new("hdx_jobs.noop"));
+    let lock = hdx_jobs::rq::keys::scheduler_lock("scheduled");
+    let _: () = server.redis.query(
+        redis::cmd("SET")
+            .arg(&lock)
+            .arg("a-scheduler")
+            .arg("EX")
+            .arg(60),
+    );
+    let held = |text: &str, queue: &str| -> Option<u8> {
+        let prefix = format!("hdx_jobs_scheduler_lock_held{{queue=\"{queue}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+    };
+    let scrape = || server.get("/metrics").1.as_str().expect("text").to_string();
+
+    let text = scrape();
+    assert!(
+        text.contains("# TYPE hdx_jobs_scheduler_lock_held gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        (held(&text, "scheduled"), held(&text, "orphaned")),
+        (Some(1), Some(0)),
+        "{text}"
+    );
+
+    let _: i64 = server.redis.query(redis::cmd("DEL").arg(&lock));
+    let text = scrape();
+    assert_eq!(held(&text, "scheduled"), Some(0), "{text}");
+}
+
 /// The event stream on `/metrics`: its length, and per consumer group the events delivered but
 /// not acknowledged (pending) and those not read yet (lag).
 #[test]

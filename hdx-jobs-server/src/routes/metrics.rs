@@ -1,8 +1,9 @@
 //! `/metrics` in Prometheus text format: the deployment's job counters and duration histograms
 //! (from Redis, so every worker's jobs count), queue depths per registry, the latency of each
-//! queue (how long its next job has waited), live workers, the event stream (length, and each
-//! consumer group's pending events and lag), and this process's tile cache, build and HTTP
-//! requests.
+//! queue (how long its next job has waited), live workers, whether each queue's RQ scheduler
+//! lock is held (no holder: nothing promotes its delayed jobs and retries), the event stream
+//! (length, and each consumer group's pending events and lag), and this process's tile cache,
+//! build and HTTP requests.
 
 use std::time::Duration;
 
@@ -10,13 +11,15 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use hdx_jobs::events::stats;
-use hdx_jobs::rq::{info, metrics};
+use hdx_jobs::rq::error::RqResult;
+use hdx_jobs::rq::{info, keys, metrics};
+use hdx_jobs::RedisClient;
 
 use crate::error::ApiError;
 use crate::AppState;
 
 /// How long a scrape waits for the event stream's Redis.
-const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Writes `# HELP` and `# TYPE` lines.
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -81,6 +84,23 @@ fn render_stream(out: &mut String, stream_name: &str, stream: &stats::StreamStat
     }
 }
 
+/// Whether each queue's scheduler lock (`rq:scheduler-lock:<queue>`) exists, in the order of
+/// `queues`, read in one pipelined round trip.
+async fn scheduler_locks(
+    redis: &RedisClient,
+    queues: &[info::QueueSummary],
+) -> RqResult<Vec<bool>> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for q in queues {
+        pipe.cmd("EXISTS").arg(keys::scheduler_lock(&q.name));
+    }
+    let mut conn = redis.conn().await?;
+    Ok(pipe.query_async(&mut conn).await?)
+}
+
 /// The metrics.
 #[utoipa::path(
     get,
@@ -106,6 +126,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         queues.map_err(ApiError::internal)?,
         workers.map_err(ApiError::internal)?,
     );
+    let locks = scheduler_locks(redis, &queues)
+        .await
+        .map_err(ApiError::internal)?;
     let mut out = String::new();
 
     for (event, help) in [
@@ -231,6 +254,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         out.push_str(&format!(
             "hdx_jobs_queue_workers{} {n}\n",
             labels(&[("queue", &q.name)])
+        ));
+    }
+
+    header(
+        &mut out,
+        "hdx_jobs_scheduler_lock_held",
+        "gauge",
+        "1 when a scheduler holds the queue's RQ scheduler lock (its delayed jobs and retries are promoted), else 0.",
+    );
+    for (q, held) in queues.iter().zip(&locks) {
+        out.push_str(&format!(
+            "hdx_jobs_scheduler_lock_held{} {}\n",
+            labels(&[("queue", &q.name)]),
+            u8::from(*held)
         ));
     }
 
