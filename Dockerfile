@@ -14,7 +14,7 @@
 ARG RUST_IMAGE=rust:1-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
-# --- MapLibre GL JS from the npm registry (embedded by hdx-jobs-server's build.rs) -----------
+# --- /preview's MapLibre GL JS and country outlines from npm (embedded by build.rs) ----------
 FROM ${DEBIAN_IMAGE} AS assets
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update \
@@ -22,7 +22,7 @@ RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY scripts/fetch-assets.sh scripts/fetch-assets.sh
-RUN bash scripts/fetch-assets.sh && ls -l target/assets/maplibre-gl
+RUN bash scripts/fetch-assets.sh && ls -l target/assets/maplibre-gl target/assets/countries
 
 # --- compile --------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
@@ -32,10 +32,13 @@ RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# build.rs embeds MapLibre from HDX_JOBS_MAPLIBRE_DIR (default target/assets/maplibre-gl, which
-# the target/ cache mount below would hide).
+# build.rs embeds MapLibre from HDX_JOBS_MAPLIBRE_DIR and the country outlines from
+# HDX_JOBS_COUNTRIES_DIR (defaults under target/assets/, which the target/ cache mount below
+# would hide).
 COPY --from=assets /src/target/assets/maplibre-gl /opt/maplibre-gl
-ENV HDX_JOBS_MAPLIBRE_DIR=/opt/maplibre-gl
+COPY --from=assets /src/target/assets/countries /opt/countries
+ENV HDX_JOBS_MAPLIBRE_DIR=/opt/maplibre-gl \
+    HDX_JOBS_COUNTRIES_DIR=/opt/countries
 # .git stays out of the context: pass the commit for /version and hdx_jobs_build_info
 # (--build-arg HDX_JOBS_COMMIT=$(git rev-parse --short=12 HEAD)); else they say "unknown".
 ARG HDX_JOBS_COMMIT=""
