@@ -1,5 +1,6 @@
 //! The subcommands: each turns its flags into library calls.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -7,12 +8,14 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use hdx_jobs::config::Config;
+use hdx_jobs::rq::error::RqResult;
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
 use hdx_jobs::rq::worker::{StartedEntry, Worker, WorkerOptions};
 use hdx_jobs::rq::{commands as rq_commands, info, jobs};
 use hdx_jobs::signals::{shutdown_signal, stop_on_signals};
 use hdx_jobs::RedisClient;
 use serde_json::{Map, Value};
+use tokio::time::MissedTickBehavior;
 
 use crate::output;
 use crate::Command;
@@ -132,9 +135,46 @@ pub struct EnqueueArgs {
 /// `hdx-jobs info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// JSON output.
+    /// JSON output (with --watch: one JSON document per line and frame).
     #[arg(long)]
     pub json: bool,
+    /// Redraw every --interval seconds until Ctrl-C or SIGTERM, like `rq info --interval`.
+    /// A Redis error, even on the first frame, is shown in its frame and retried at the next
+    /// (rq exits instead), so a watch kept open through a Redis restart recovers by itself.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between frames of --watch (default 2, at least 0.1); implies --watch, as in rq.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval, allow_negative_numbers = true)]
+    pub interval: Option<Duration>,
+}
+
+/// `info --watch` without `--interval`: 2 seconds, `watch(1)`'s default (rq has none: its
+/// `--interval` always takes a value).
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The shortest `--interval`: below it the watch would hammer Redis for frames nobody can read.
+const MIN_WATCH_INTERVAL_SECS: f64 = 0.1;
+
+impl InfoArgs {
+    /// How often to redraw; `None` for the single view of plain `info`.
+    fn watch_interval(&self) -> Option<Duration> {
+        self.interval
+            .or(self.watch.then_some(DEFAULT_WATCH_INTERVAL))
+    }
+}
+
+/// `--interval`: finite seconds, at least [`MIN_WATCH_INTERVAL_SECS`] (0, NaN or `inf` would
+/// make a busy loop or a watch that never redraws).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs < MIN_WATCH_INTERVAL_SECS {
+        return Err(format!(
+            "must be a finite number of seconds, at least {MIN_WATCH_INTERVAL_SECS}"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text} seconds is too long"))
 }
 
 /// `hdx-jobs job ...`.
@@ -187,19 +227,21 @@ pub(crate) async fn run(
     match command {
         Command::Work(args) => work(args, redis, config).await,
         Command::Enqueue(args) => enqueue(args, redis, config).await,
-        Command::Info(args) => {
-            let queues = info::queues(&redis).await?;
-            let workers = info::workers(&redis).await?;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"queues": queues, "workers": workers})
-                );
-            } else {
-                print!("{}", output::info_text(&queues, &workers));
+        Command::Info(args) => match args.watch_interval() {
+            Some(interval) => watch_info(&redis, args.json, interval).await,
+            None => {
+                let (queues, workers) = info_snapshot(&redis).await?;
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"queues": queues, "workers": workers})
+                    );
+                } else {
+                    print!("{}", output::info_text(&queues, &workers));
+                }
+                Ok(ExitCode::SUCCESS)
             }
-            Ok(ExitCode::SUCCESS)
-        }
+        },
         Command::Job(command) => job(command, redis).await,
         Command::Requeue(args) => requeue(args, redis).await,
         Command::Empty { queue } => {
@@ -222,6 +264,71 @@ pub(crate) async fn run(
         Command::Schedule(command) => crate::scheduling::schedule(command, redis).await,
         Command::Events(command) => crate::events::run(command, config).await,
         Command::Geopreview(command) => crate::geopreview::run(command, config).await,
+    }
+}
+
+/// What `info` shows: every queue, then every worker.
+async fn info_snapshot(redis: &RedisClient) -> RqResult<output::InfoSnapshot> {
+    Ok((info::queues(redis).await?, info::workers(redis).await?))
+}
+
+/// `hdx-jobs info --watch`: a frame every `interval` until SIGTERM or SIGINT, which end it
+/// with success (stopping is the only way out of a watch, not a failure).
+async fn watch_info(
+    redis: &RedisClient,
+    json: bool,
+    interval: Duration,
+) -> anyhow::Result<ExitCode> {
+    // `biased`: the signal handlers are installed (on the first poll) before the first frame is
+    // drawn, so a signal sent once output has appeared never meets the default action, which
+    // would kill the process. A signal also interrupts a frame stuck on an unreachable Redis.
+    tokio::select! {
+        biased;
+        () = shutdown_signal() => Ok(ExitCode::SUCCESS),
+        result = watch_frames(redis, json, interval) => result,
+    }
+}
+
+/// Draws frames forever; returns only when stdout's reader has gone or stdout fails.
+async fn watch_frames(
+    redis: &RedisClient,
+    json: bool,
+    interval: Duration,
+) -> anyhow::Result<ExitCode> {
+    // Escape codes only for a person at a terminal: a pipe or a log gets plain frames, and
+    // NDJSON stays one document per line wherever it goes.
+    let terminal = !json && std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(interval);
+    // A frame slower than the interval (Redis timing out) is followed by a full interval, not
+    // by a burst of catch-up frames.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut first = true;
+    loop {
+        ticks.tick().await;
+        let time = Utc::now();
+        let snapshot = info_snapshot(redis).await;
+        let text = if json {
+            output::watch_json(time, &snapshot)
+        } else {
+            let lead = output::frame_lead(terminal, first);
+            let header = output::watch_header(time, redis.display_url(), interval);
+            format!("{lead}{header}{}", output::watch_body(&snapshot, interval))
+        };
+        if !print_frame(&text)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        first = false;
+    }
+}
+
+/// Writes one frame and flushes it, so a pipe or a log sees whole frames as they are drawn.
+/// `false` once the reader has gone (`| head`): that ends a watch as quietly as Ctrl-C.
+fn print_frame(text: &str) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
     }
 }
 
@@ -403,5 +510,14 @@ mod tests {
             1795878000
         );
         assert!(parse_time("tomorrow").is_err());
+    }
+
+    #[test]
+    fn intervals_are_finite_and_not_too_short() {
+        assert_eq!(parse_interval("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_interval("0.1"), Ok(Duration::from_millis(100)));
+        for bad in ["0", "0.09", "-1", "inf", "NaN", "1e300", "soon"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,10 @@
-//! Human-readable output of `info` and `job show`.
+//! Output of `info` (and the frames of `info --watch`) and `job show`.
 
 use std::fmt::Write;
+use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use hdx_jobs::rq::error::RqResult;
 use hdx_jobs::rq::info::{QueueSummary, WorkerSummary};
 use hdx_jobs::rq::jobs::JobView;
 use hdx_jobs::rq::results::ResultType;
@@ -87,6 +90,55 @@ pub(crate) fn info_text(queues: &[QueueSummary], workers: &[WorkerSummary]) -> S
     out
 }
 
+/// What `info` shows: every queue, then every worker.
+pub(crate) type InfoSnapshot = (Vec<QueueSummary>, Vec<WorkerSummary>);
+
+/// ANSI "cursor home" then "clear screen": each frame of `info --watch` replaces the last on a
+/// terminal instead of scrolling.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// What comes before a text frame of `info --watch`: the screen clear on a terminal; elsewhere
+/// (a pipe, a log) a blank line between frames, and no escape codes to garble the file.
+pub(crate) fn frame_lead(terminal: bool, first: bool) -> &'static str {
+    match (terminal, first) {
+        (true, _) => CLEAR_SCREEN,
+        (false, true) => "",
+        (false, false) => "\n",
+    }
+}
+
+/// The first line of a text frame: when it was taken (UTC, RFC 3339 seconds) and which Redis it
+/// shows, its password masked, so a screen or a log line says what it is and how fresh.
+pub(crate) fn watch_header(time: DateTime<Utc>, url: &str, interval: Duration) -> String {
+    format!(
+        "{}  {url}  every {}s\n",
+        time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        interval.as_secs_f64()
+    )
+}
+
+/// The rest of a text frame: the `info` tables, or the Redis error and the promise of a retry
+/// (the watch goes on, so the operator sees it recover).
+pub(crate) fn watch_body(snapshot: &RqResult<InfoSnapshot>, interval: Duration) -> String {
+    match snapshot {
+        Ok((queues, workers)) => info_text(queues, workers),
+        Err(e) => format!("error: {e} (retrying in {}s)\n", interval.as_secs_f64()),
+    }
+}
+
+/// One frame of `info --watch --json`: a single line (NDJSON), `info --json`'s document plus
+/// its `time`, or `time` and `error` when Redis failed.
+pub(crate) fn watch_json(time: DateTime<Utc>, snapshot: &RqResult<InfoSnapshot>) -> String {
+    let time = time.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let document = match snapshot {
+        Ok((queues, workers)) => {
+            serde_json::json!({"time": time, "queues": queues, "workers": workers})
+        }
+        Err(e) => serde_json::json!({"time": time, "error": e.to_string()}),
+    };
+    format!("{document}\n")
+}
+
 /// One job, field per line.
 pub(crate) fn job_text(view: &JobView) -> String {
     let mut out = String::new();
@@ -156,4 +208,49 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdx_jobs::rq::error::RqError;
+
+    fn noon() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-28T12:00:00.75Z")
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn frames_clear_a_terminal_and_are_separated_elsewhere() {
+        assert_eq!(frame_lead(true, true), "\x1b[H\x1b[2J");
+        assert_eq!(frame_lead(true, false), "\x1b[H\x1b[2J");
+        assert_eq!(frame_lead(false, true), "");
+        assert_eq!(frame_lead(false, false), "\n");
+    }
+
+    #[test]
+    fn header_says_when_and_where() {
+        assert_eq!(
+            watch_header(
+                noon(),
+                "redis://:***@redis:6379/1",
+                Duration::from_millis(200)
+            ),
+            "2026-11-28T12:00:00Z  redis://:***@redis:6379/1  every 0.2s\n"
+        );
+    }
+
+    #[test]
+    fn json_frames_are_one_line_each() {
+        let ok = watch_json(noon(), &Ok((Vec::new(), Vec::new())));
+        assert_eq!(
+            ok,
+            "{\"time\":\"2026-11-28T12:00:00Z\",\"queues\":[],\"workers\":[]}\n"
+        );
+        let failed = watch_json(noon(), &Err(RqError::Refused("down\nhard".into())));
+        assert_eq!(failed.lines().count(), 1, "{failed}");
+        let document: serde_json::Value = serde_json::from_str(&failed).expect("json");
+        assert_eq!(document["error"], "down\nhard");
+    }
 }
