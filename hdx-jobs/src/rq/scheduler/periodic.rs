@@ -282,13 +282,15 @@ pub struct ScheduledPeriodic {
     pub next_run: Option<DateTime<Utc>>,
 }
 
-/// Every periodic job, sorted by id (unreadable definitions are skipped with a warning).
+/// Every periodic job, sorted by id (unreadable definitions are skipped with a warning), in
+/// one round trip.
 pub async fn list<C: ConnectionLike + Send>(conn: &mut C) -> RqResult<Vec<ScheduledPeriodic>> {
-    let definitions: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+    type Definitions = std::collections::BTreeMap<String, String>;
+    let (definitions, next): (Definitions, std::collections::HashMap<String, i64>) = redis::pipe()
+        .atomic()
+        .cmd("HGETALL")
         .arg(JOBS_KEY)
-        .query_async(conn)
-        .await?;
-    let next: std::collections::HashMap<String, i64> = redis::cmd("ZRANGE")
+        .cmd("ZRANGE")
         .arg(NEXT_KEY)
         .arg(0)
         .arg(-1)
