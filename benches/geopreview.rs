@@ -1,7 +1,8 @@
 //! Geopreview imports: `hdx-jobs geopreview import` against `ogr2ogr` as the old service ran it
 //! (`PG_USE_COPY=NO`) and `ogr2ogr` with COPY, in the same run, into the same PostGIS; and the
-//! latency from enqueue to CKAN report on a warm worker for the shared fixture test.geojson (the
-//! issue's file) when this machine has it, else the sample `samples/geo/districts.geojson`.
+//! latency from enqueue to CKAN report on a warm worker for the old service's test file
+//! test.geojson when this machine has it (`testkit::shared_fixture`), else the sample
+//! `samples/geo/districts.geojson`.
 //!
 //! ```sh
 //! scripts/bench.sh geopreview     # builds target/release/hdx-jobs, then runs this
@@ -222,7 +223,7 @@ async fn report(State(reports): State<Reports>, body: Bytes) -> Json<Value> {
     Json(json!({"success": true}))
 }
 
-/// The file of the latency run: the issue's test.geojson when present, else the sample.
+/// The file of the latency run: the old service's test.geojson when present, else the sample.
 fn latency_file() -> PathBuf {
     testkit::shared_fixture("geofiles/test.geojson")
         .unwrap_or_else(|| testkit::sample("geo/districts.geojson"))

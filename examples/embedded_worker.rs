@@ -11,11 +11,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hdx_jobs::rq::jobs;
-use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
-use hdx_jobs::rq::worker::{Worker, WorkerOptions};
-use hdx_jobs::task::{JobContext, Task, TaskError, TaskRegistry};
-use hdx_jobs::RedisClient;
+use hdx_jobs::{JobContext, JobSpec, Queue, RedisClient, Retry, Task, TaskError, TaskRegistry};
+use hdx_jobs::{Worker, WorkerOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -99,8 +96,8 @@ pub async fn run(redis_url: &str) -> Result<Vec<Value>, Box<dyn std::error::Erro
     let mut results = Vec::new();
     for id in &ids {
         let view = loop {
-            match jobs::view(&redis, id).await? {
-                Some(view) if view.status == "finished" || view.status == "failed" => break view,
+            match queue.fetch_job(id).await? {
+                Some(view) if view.status.is_ended() => break view,
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };

@@ -13,7 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../testkit/build/shared_fixtures.rs"]
+mod shared_fixtures;
+
 fn main() {
+    // `cfg(shared_fixtures)` for the tests on the shared HDX fixtures (reported as ignored
+    // where they are absent).
+    shared_fixtures::emit();
     println!("cargo:rustc-env=HDX_JOBS_COMMIT={}", commit());
     let mut code = String::new();
     let maplibre = asset_dir("HDX_JOBS_MAPLIBRE_DIR", "maplibre-gl");

@@ -146,7 +146,7 @@ pub(crate) fn job_text(view: &JobView) -> String {
         let _ = writeln!(out, "{label:13}{value}");
     };
     line("id:", &view.id);
-    line("status:", &view.status);
+    line("status:", view.status.as_str());
     line("queue:", view.origin.as_deref().unwrap_or("-"));
     match (&view.func_name, &view.payload_error) {
         (Some(func), _) => {

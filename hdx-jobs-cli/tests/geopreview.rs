@@ -6,7 +6,8 @@
 //!
 //! The files are the project's own samples (`samples/geo/`, with the known results of
 //! samples/README.md); shapefiles and KMZ are made from them here. Where a machine has the
-//! shared fixtures (real HDX files), tests on them add the contract's known results.
+//! shared fixtures (the old service's test files, with its known results: docs/hdx-contract.md
+//! §3.9), tests on them add those results.
 
 mod common;
 
@@ -26,7 +27,8 @@ const CREATE_PREVIEW: &str = "importapi.tasks.create_preview.create_preview_task
 const REPORT_PATH: &str = "/api/action/hdx_resource_update_metadata";
 const API_KEY: &str = "gis-key-123";
 
-/// The contract's known boxes of the shared fixtures (field counts are in the tests).
+/// The old service's known boxes of the shared fixtures (docs/hdx-contract.md §3.9; field
+/// counts are in the tests).
 const GEOJSON_BOX: &str = "BOX(2.513573 49.529484,6.156658 51.475024)";
 const KML_BOX: &str =
     "BOX(-48.84245807546525 61.04985867307904,-42.29294689786775 66.20535503717753)";
@@ -647,16 +649,18 @@ fn samples_through_the_worker_reach_ckan_exactly() {
 }
 
 /// The four shared fixtures (real HDX files) and a KMZ, enqueued as the old API did, give CKAN
-/// exactly the contract's boxes and the fields the old ogr2ogr import produced; KML and KMZ keep
-/// their attributes. Skipped where the machine has no shared fixtures.
+/// exactly the old service's boxes and the fields its ogr2ogr import produced; KML and KMZ keep
+/// their attributes. Ignored where the machine has no shared fixtures.
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/fixtures (the old service's known results)"
+)]
 fn fixtures_through_the_worker_reach_ckan_exactly() {
-    let Some(fixtures) = testkit::shared_fixture("geofiles") else {
-        return;
-    };
+    let fixtures = testkit::require_shared_fixture("geofiles");
     let geo = Geo::new();
     let kmz = make_kmz(&geo, &fixtures.join("test.kml"), "test.kmz");
-    // (served name, bytes, contract box, contract field count, fields of the old import)
+    // (served name, bytes, known box, known field count, fields of the old import)
     type FixtureCase = (&'static str, Vec<u8>, &'static str, usize, Vec<Value>);
     let cases: Vec<FixtureCase> = vec![
         (
@@ -1368,6 +1372,17 @@ fn regression_resource_urls_never_reach_internal_addresses() {
     assert!(geo.tables("pre_ssrf").is_empty());
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (killed, waiting to be reaped).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the
+        // last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
 /// A GDAL crash (here: the import child aborting) or a hanging import kills only the child:
 /// the job is reported as failed and the worker carries on.
 #[test]
@@ -1385,7 +1400,14 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
         path
     };
     let crash = write_script("crash.sh", "cat >/dev/null; kill -ABRT $$");
-    let hang = write_script("hang.sh", "exec sleep 600");
+    // The hanging child records its PID ($$ stays the PID across `exec`), so the test can
+    // watch that very process: the script's path is gone from the command line once `sleep`
+    // replaces the shell, so `pgrep -f <script>` could never have found it.
+    let hang_pid_file = geo.made("hang.pid");
+    let hang = write_script(
+        "hang.sh",
+        &format!("echo $$ > '{}'\nexec sleep 600", hang_pid_file.display()),
+    );
     let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
 
     let mut crashing = geo.worker(&[("HDX_GEO_IMPORT_PROGRAM", crash.to_str().expect("utf-8"))]);
@@ -1412,6 +1434,15 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
     // 20 s: the pipeline keeps a tenth of it (2 s) to kill the child and report, which a
     // loaded machine needs before the worker's own timeout strikes.
     let job = geo.enqueue_pickle(&geo.job_dict("hang", Some(&url)), 20);
+    let hang_pid = testkit::eventually("the hanging child starts", Duration::from_secs(30), || {
+        std::fs::read_to_string(&hang_pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    });
+    assert!(
+        process_runs(hang_pid),
+        "the hanging child {hang_pid} runs before its timeout"
+    );
     assert_eq!(
         geo.shape_info("hang"),
         failure_info(
@@ -1429,13 +1460,10 @@ fn a_crashing_or_hanging_import_child_only_fails_its_job() {
         hanging.child.try_wait().expect("try_wait").is_none(),
         "worker alive"
     );
-    let sleepers = Command::new("pgrep")
-        .args(["-f", &hang.display().to_string()])
-        .output()
-        .expect("pgrep");
-    assert!(
-        String::from_utf8_lossy(&sleepers.stdout).trim().is_empty(),
-        "the hanging child was killed"
+    testkit::eventually(
+        "the hanging child is killed",
+        Duration::from_secs(10),
+        || (!process_runs(hang_pid)).then_some(()),
     );
     assert!(
         geo.leftover_files().is_empty(),
@@ -1591,12 +1619,14 @@ fn cli_import(geo: &Geo, what: &str, path: &Path, resource_id: &str) -> Value {
 }
 
 /// The shared fixtures (real HDX files) and a KMZ through `hdx-jobs geopreview import`: the
-/// contract's boxes and field counts. Skipped where the machine has no shared fixtures.
+/// old service's known boxes and field counts. Ignored where the machine has no shared fixtures.
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/fixtures (the old service's known results)"
+)]
 fn the_cli_imports_the_shared_fixtures_with_the_contract_results() {
-    let Some(fixtures) = testkit::shared_fixture("geofiles") else {
-        return;
-    };
+    let fixtures = testkit::require_shared_fixture("geofiles");
     let geo = Geo::new();
     let kmz = make_kmz(&geo, &fixtures.join("test.kml"), "test.kmz");
     let cases = [
@@ -1815,7 +1845,7 @@ fn the_cli_imports_deletes_and_cleans_up() {
 }
 
 /// The HTTP API's `GET /api/add-layer/...` on a real server, a real worker process, a file on
-/// a local server and CKAN receiving the success shape_info (issue 5's end-to-end test).
+/// a local server and CKAN receiving the success shape_info: the whole path, end to end.
 #[test]
 fn add_layer_on_the_real_server_ends_in_a_ckan_report() {
     let geo = Geo::new();

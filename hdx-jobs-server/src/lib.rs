@@ -1,12 +1,11 @@
 //! The HTTP API of hdx-jobs, thin over the `hdx-jobs` library.
 //!
-//! It keeps the old service's contract with CKAN (same paths, methods, JSON and status codes;
-//! the same jobs on the same queues), and adds health and readiness probes, Prometheus
-//! `/metrics`, an operators' `/monitor`, access control ([`auth`]: closed by default off
-//! loopback), and `/openapi.json`
-//! generated from the handlers. [`router`] builds the routes over an [`AppState`]; [`run`]
-//! serves them on a listener until a shutdown future completes; [`serve`] binds the configured
-//! address first (the shape of mini-redis: binaries only parse arguments).
+//! It keeps what CKAN relies on from the old service (docs/hdx-contract.md §2: same paths, methods,
+//! JSON and status codes; the same jobs on the same queues), and adds health and readiness probes,
+//! Prometheus `/metrics`, an operators' `/monitor`, access control ([`auth`]: closed by default off
+//! loopback), and `/openapi.json` generated from the handlers. [`router`] builds the routes over an
+//! [`AppState`]; [`run`] serves them on a listener until a shutdown future completes; [`serve`]
+//! binds the configured address first (the shape of mini-redis: binaries only parse arguments).
 
 pub mod auth;
 pub mod config;

@@ -1,5 +1,5 @@
-//! Every endpoint of the contract: the exact response JSON and the exact job that lands in
-//! Redis; the contract's error cases; bad requests (4xx JSON, never a job).
+//! Every endpoint of the old API (docs/hdx-contract.md §2): the exact response JSON and the
+//! exact job that lands in Redis; its error cases; bad requests (4xx JSON, never a job).
 
 mod common;
 

@@ -288,12 +288,14 @@ fn tilejson_describes_the_layer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The shared shapefile fixture, when this machine has it.
+/// The shared shapefile fixture, when this machine has it (ignored elsewhere).
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/fixtures (the old service's known results)"
+)]
 fn the_shapefile_fixture_serves_tiles_over_its_extent() {
-    let Some(zip) = testkit::shared_fixture("geofiles/test.shp.zip") else {
-        return;
-    };
+    let zip = testkit::require_shared_fixture("geofiles/test.shp.zip");
     let server = TestServer::start(&[]);
     import(
         &server,

@@ -1,9 +1,12 @@
-//! Settings from the environment variables HDX deployments already set (see
-//! `shared/spec/hdx-behaviour.md`, "Configuration"), with the old service's defaults.
+//! Settings from the environment variables HDX deployments already set (listed in README.md,
+//! "Configuration"), with the old service's defaults.
 //!
 //! [`Config::from_env`] reads the process environment; [`Config::from_lookup`] takes any lookup
 //! function so tests need not touch the environment. Each area has its own section struct,
 //! read through [`Env`]. Binaries layer their flags on top (clap's `env` reads the same names).
+//! The sections of HDX's tasks exist with their crate feature (`geo`, `analytics`, `events`,
+//! `http` for CKAN and outgoing calls): without them `Config` is the queue core's settings alone
+//! and reads no variable of a task that is not built.
 //! Secrets are [`Secret`]s: `Debug` never prints them.
 
 use std::time::Duration;
@@ -25,17 +28,23 @@ pub struct Config {
     /// Log level (`LOG_LEVEL`, default `INFO`).
     pub log_level: String,
     /// CKAN and how HDX's tasks talk to it.
+    #[cfg(feature = "http")]
     pub ckan: CkanConfig,
     /// The PostGIS database of the layers.
+    #[cfg(feature = "geo")]
     pub gis_db: crate::geo::config::GisDbConfig,
     /// Geopreview import settings.
+    #[cfg(feature = "geo")]
     pub geopreview: crate::geo::config::GeopreviewConfig,
     /// Where analytics events go (Mixpanel, Google Analytics) and how they are delivered.
+    #[cfg(feature = "analytics")]
     pub analytics: AnalyticsConfig,
     /// The event bus (Redis stream) of change events.
+    #[cfg(feature = "events")]
     pub events: EventsConfig,
     /// Addresses that outgoing requests whose target comes from a job may reach besides public
     /// ones (`HDX_OUTBOUND_ALLOW`: CIDRs and host names, comma separated; default none).
+    #[cfg(feature = "http")]
     pub outbound: crate::outbound::OutboundPolicy,
     /// Largest decompressed job payload, meta or result read from Redis
     /// (`HDX_JOBS_MAX_PAYLOAD_MB`, default 64): a payload over it fails its job.
@@ -55,6 +64,7 @@ impl Config {
 }
 
 /// Event bus settings (the Redis stream change events go to).
+#[cfg(feature = "events")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsConfig {
     /// The stream Redis: `REDIS_STREAM_URL` (hdx-jobs addition), else built from
@@ -72,6 +82,7 @@ pub struct EventsConfig {
     pub consumer_name: String,
 }
 
+#[cfg(feature = "events")]
 impl EventsConfig {
     /// Reads the section.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
@@ -95,6 +106,7 @@ impl EventsConfig {
 }
 
 /// CKAN settings.
+#[cfg(feature = "http")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CkanConfig {
     /// `CKAN_API_BASE_URL`, e.g. `http://ckan:5000/api/action`.
@@ -123,6 +135,7 @@ pub struct CkanConfig {
     pub hxl_proxy_url: Option<String>,
 }
 
+#[cfg(feature = "http")]
 impl CkanConfig {
     /// Reads the section.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
@@ -151,6 +164,7 @@ impl CkanConfig {
 }
 
 /// How `send_ga` jobs reach Google Analytics (`GA_MODE`).
+#[cfg(feature = "analytics")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GaMode {
     /// GA4 Measurement Protocol (`ga4`, the default).
@@ -160,6 +174,7 @@ pub enum GaMode {
 }
 
 /// Analytics settings: Mixpanel, Google Analytics and delivery (timeouts, retries).
+#[cfg(feature = "analytics")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyticsConfig {
     /// `MIXPANEL_API_URL` (default `https://api.mixpanel.com`; `https://api-eu.mixpanel.com` or
@@ -202,6 +217,7 @@ pub struct AnalyticsConfig {
     pub retry_backoff_max: Duration,
 }
 
+#[cfg(feature = "analytics")]
 impl AnalyticsConfig {
     /// Reads the section.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
@@ -410,11 +426,17 @@ impl Config {
                 .collect(),
             job_timeout: env.parse("RQ_WORKER_TIMEOUT")?.unwrap_or(180),
             log_level: env.string_or("LOG_LEVEL", "INFO"),
+            #[cfg(feature = "http")]
             ckan: CkanConfig::from_env(&env)?,
+            #[cfg(feature = "geo")]
             gis_db: crate::geo::config::GisDbConfig::from_env(&env)?,
+            #[cfg(feature = "geo")]
             geopreview: crate::geo::config::GeopreviewConfig::from_env(&env)?,
+            #[cfg(feature = "analytics")]
             analytics: AnalyticsConfig::from_env(&env)?,
+            #[cfg(feature = "events")]
             events: EventsConfig::from_env(&env)?,
+            #[cfg(feature = "http")]
             outbound: match env.string("HDX_OUTBOUND_ALLOW") {
                 None => Default::default(),
                 Some(list) => {
@@ -468,12 +490,15 @@ mod tests {
         assert_eq!(c.worker_ttl, 600);
         assert_eq!(c.queues, vec!["geo_q", "analytics_q"]);
         assert_eq!(c.job_timeout, 180);
-        assert_eq!(c.ckan.user_agent, "GISLAYER");
-        assert!(c.ckan.verify_ssl);
-        assert_eq!(
-            c.ckan.resource_update_action,
-            "hdx_resource_update_metadata"
-        );
+        #[cfg(feature = "http")]
+        {
+            assert_eq!(c.ckan.user_agent, "GISLAYER");
+            assert!(c.ckan.verify_ssl);
+            assert_eq!(
+                c.ckan.resource_update_action,
+                "hdx_resource_update_metadata"
+            );
+        }
     }
 
     #[test]
@@ -494,11 +519,15 @@ mod tests {
     fn bad_values_are_named() {
         let err = config(&[("HDX_REDIS_PORT", "abc")]).expect_err("bad");
         assert!(err.to_string().contains("HDX_REDIS_PORT"));
-        let err = config(&[("VERIFY_CKAN_SSL", "maybe")]).expect_err("bad");
-        assert!(err.to_string().contains("VERIFY_CKAN_SSL"));
+        #[cfg(feature = "http")]
+        {
+            let err = config(&[("VERIFY_CKAN_SSL", "maybe")]).expect_err("bad");
+            assert!(err.to_string().contains("VERIFY_CKAN_SSL"));
+        }
     }
 
     #[test]
+    #[cfg(feature = "analytics")]
     fn analytics_defaults_and_checks() {
         let c = config(&[]).expect("config").analytics;
         assert_eq!(c.mixpanel_api_url, "https://api.mixpanel.com");
@@ -531,6 +560,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "events")]
     fn event_stream_defaults_and_overrides() {
         let c = config(&[]).expect("config");
         assert_eq!(c.events.stream_url, "redis://redis:6379/7");
@@ -547,6 +577,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "http")]
     fn fs_check_key_falls_back_and_keys_stay_hidden() {
         let c = config(&[("HDX_GIS_API_KEY", "k-123")]).expect("config");
         assert_eq!(

@@ -1,5 +1,7 @@
 //! HDX's tasks, registered under the Python wire names the old service used, so jobs enqueued
 //! by the old Flask API (or by Python producers) run here unchanged, and the queues they go to.
+//! Each task is built with its crate feature; the wire names are always here, so code that
+//! enqueues HDX jobs for other workers needs none of them.
 
 use crate::config::Config;
 use crate::task::TaskRegistry;
@@ -37,23 +39,44 @@ pub mod wire {
     pub const SCHEDULE_API_CALL: &str = "schedulerapi.tasks.make_api_call.schedule_api_task";
 }
 
-/// The registry `hdx-jobs work` runs: the built-in operational tasks and every HDX task,
-/// configured from `config`.
+/// The registry `hdx-jobs work` runs: the built-in operational tasks and every HDX task this
+/// build has, configured from `config`.
 pub fn task_registry(config: &Config) -> TaskRegistry {
     let mut registry = TaskRegistry::with_builtins();
+    register_hdx_tasks(&mut registry, config);
+    registry
+}
+
+/// Registers the HDX tasks whose crate feature is on (`hdx`, the default, turns them all on).
+/// A build with none of them registers nothing, so its arguments go unused there.
+#[cfg_attr(
+    not(any(
+        feature = "analytics",
+        feature = "api-call",
+        feature = "events",
+        feature = "fs-check",
+        feature = "geo"
+    )),
+    allow(unused_variables)
+)]
+fn register_hdx_tasks(registry: &mut TaskRegistry, config: &Config) {
+    #[cfg(feature = "analytics")]
     registry.register(
         crate::analytics::TASK_NAME,
         crate::analytics::SendEventTask::new(&config.analytics, &config.ckan.user_agent),
     );
+    #[cfg(feature = "api-call")]
     registry.register(
         wire::SCHEDULE_API_CALL,
         crate::api_call::ScheduleApiCallTask::new(&config.ckan),
     );
-    crate::events::register(&mut registry, config);
-    crate::fs_check::register(&mut registry, config);
+    #[cfg(feature = "events")]
+    crate::events::register(registry, config);
+    #[cfg(feature = "fs-check")]
+    crate::fs_check::register(registry, config);
+    #[cfg(feature = "geo")]
     registry.register(
         wire::CREATE_PREVIEW,
         crate::geo::task::CreatePreviewTask::new(config),
     );
-    registry
 }

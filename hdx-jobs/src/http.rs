@@ -48,36 +48,20 @@ fn agent_config(
         .tls_config(tls)
 }
 
-/// Decodes `%XX` escapes (RFC 3986). A `%` not followed by two hex digits stays as it is, and
-/// bytes that are not UTF-8 once decoded become U+FFFD.
+/// Decodes `%XX` escapes (RFC 3986), with the `url` crate's own decoder. A `%` not followed by
+/// two hex digits stays as it is, and bytes that are not UTF-8 once decoded become U+FFFD.
 pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// Decodes an `application/x-www-form-urlencoded` body (`a=1&b=two+words`) into its pairs.
+/// Decodes an `application/x-www-form-urlencoded` body (`a=1&b=two+words`) into its pairs
+/// (`url::form_urlencoded::parse`: `+` is a space, empty pieces are skipped, a piece without
+/// `=` has an empty value).
 pub fn parse_form(form: &str) -> Vec<(String, String)> {
-    let decode = |part: &str| percent_decode(&part.replace('+', " "));
-    form.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
+    url::form_urlencoded::parse(form.as_bytes())
+        .into_owned()
         .collect()
 }
 

@@ -3,8 +3,25 @@
 //! BMP), floats with a fraction (`1.0`). RQ payloads, command messages and the `shape_info` CKAN
 //! stores are compared byte for byte or parsed by Python code, so they are written this way
 //! whichever service writes them.
+//!
+//! Also Python's truth value of a decoded JSON value ([`truthy`]), which both the event
+//! detector and the analytics job need: it lives here, in a module neither depends on the other
+//! for, so that each can be built without the other.
 
 use serde_json::Value;
+
+/// Python's `bool(value)` (`if value:`) on the value `json.loads` would give: `None`, `False`,
+/// zero, and empty strings, lists and dicts are false; everything else is true.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
 
 /// `json.dumps(value)`.
 pub fn dumps(value: &Value) -> String {
@@ -79,6 +96,31 @@ fn write_string(s: &str, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn truthy_follows_python_bool() {
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!truthy(&v), "{v}");
+        }
+        for v in [
+            json!(true),
+            json!(-1),
+            json!(0.5),
+            json!("0"),
+            json!([null]),
+            json!({"a": null}),
+        ] {
+            assert!(truthy(&v), "{v}");
+        }
+    }
 
     #[test]
     fn escapes_and_separators_like_json_dumps() {

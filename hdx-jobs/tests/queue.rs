@@ -1,5 +1,5 @@
 //! Enqueueing and job administration against a real Redis, checked against RQ's layout
-//! (rq-protocol.md §5.1, §5.12–§5.16, §9).
+//! (docs/rq-protocol.md §5.1, §5.12–§5.16, §9).
 
 mod common;
 
@@ -41,7 +41,7 @@ async fn enqueue_writes_the_python_job_layout() {
     spec.meta = json!({"k": "v"}).as_object().cloned();
     let id = queue.enqueue(spec).await.expect("enqueue");
 
-    // The vector of rq-protocol.md §9 (RQ's JSONSerializer), field by field.
+    // The vector of docs/rq-protocol.md §9 (RQ's JSONSerializer), field by field.
     let job = job_hash(&test, &id);
     for (field, value) in [
         ("success_callback_name", ""),

@@ -10,7 +10,8 @@ use base64::Engine;
 use common::*;
 use hdx_jobs::builtin;
 use hdx_jobs::rq::commands::{self, Command};
-use hdx_jobs::rq::jobs;
+use hdx_jobs::rq::job::JobStatus;
+use hdx_jobs::rq::jobs::{self, ViewStatus};
 use hdx_jobs::rq::maintenance;
 use hdx_jobs::rq::payload::{self, CallPayload, Serializer};
 use hdx_jobs::rq::queue::{JobSpec, Queue, Retry};
@@ -251,7 +252,7 @@ async fn malformed_jobs_fail_with_clear_errors_and_the_worker_survives() {
         .await
         .expect("view")
         .expect("shown");
-    assert_eq!(view.status, "missing");
+    assert_eq!(view.status, ViewStatus::Missing);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -881,7 +882,7 @@ async fn regression_a_finished_job_is_never_viewed_without_its_result() {
         let deadline = Instant::now() + WAIT;
         let view = loop {
             let view = jobs::view(&redis, &id).await.expect("view").expect("job");
-            if view.status == "finished" {
+            if view.status == JobStatus::Finished {
                 break view;
             }
             assert!(Instant::now() < deadline, "job {id} did not finish");

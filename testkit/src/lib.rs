@@ -7,8 +7,8 @@
 //!   makes, driven through `testkit/python/rq_peer.py`.
 //! - [`eventually`] / [`eventually_async`]: poll a condition with a deadline instead of sleeping.
 //! - [`stream_consumer`]: a Python reader of the event stream, as HDX's consumers read it;
-//! - [`sample`]: the project's own sample data (`samples/`); [`shared_fixture`]: the real HDX
-//!   fixtures, when the machine has them.
+//! - [`sample`]: the project's own sample data (`samples/`); [`shared_fixture`]: the old
+//!   service's known results, when a checkout of them sits beside the repository.
 
 pub mod geo;
 pub mod http;
@@ -220,7 +220,8 @@ pub const SAMPLE_PAIR_EVENT_TYPES: [&str; 9] = [
 ];
 
 /// The event types of the shared fixtures' dataset pair (`ckan/dataset_old.json`,
-/// `ckan/dataset_new.json`), in order: the contract's five events.
+/// `ckan/dataset_new.json`), in order: the five events the old service gave
+/// (docs/hdx-contract.md §5.3).
 pub const FIXTURE_PAIR_EVENT_TYPES: [&str; 5] = [
     "dataset-metadata-changed",
     "resource-deleted",
@@ -229,12 +230,15 @@ pub const FIXTURE_PAIR_EVENT_TYPES: [&str; 5] = [
     "resource-metadata-changed",
 ];
 
-/// A file of the shared fixtures (real HDX files with known results), when this machine has
-/// them: `HDX_TEST_FIXTURES/<relative>`, else `../shared/fixtures/<relative>` beside the
+/// A file of the shared fixtures: the old service's known results (real HDX files and what it
+/// made of them, docs/hdx-contract.md §3.9 and §5.3), when a checkout of them sits beside the
+/// repository: `HDX_TEST_FIXTURES/<relative>`, else `../shared/fixtures/<relative>` beside the
 /// workspace. `None` (with a notice on stderr) when absent: the project's own samples cover
-/// every behaviour, and tests on the real files add to them where the files exist.
+/// every behaviour, and tests on the real files add to them where the files exist. For
+/// benchmarks, which fall back to a sample; tests use [`require_shared_fixture`].
 pub fn shared_fixture(relative: &str) -> Option<PathBuf> {
     let base = std::env::var_os("HDX_TEST_FIXTURES")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
     let path = base.join(relative);
@@ -247,6 +251,22 @@ pub fn shared_fixture(relative: &str) -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// A file of the shared fixtures, for a test marked
+/// `#[cfg_attr(not(shared_fixtures), ignore = "needs ../shared/fixtures (the old service's known results)")]`:
+/// the package's build script (`testkit/build/shared_fixtures.rs`) sets `cfg(shared_fixtures)`
+/// only where the fixtures are, so the test is reported as ignored elsewhere instead of passing
+/// without checking anything. Panics, saying what is missing, when the file is absent anyway
+/// (a fixture set without this file, or fixtures removed since the build).
+pub fn require_shared_fixture(relative: &str) -> PathBuf {
+    shared_fixture(relative).unwrap_or_else(|| {
+        panic!(
+            "shared fixture {relative} is missing although cfg(shared_fixtures) is set: \
+             HDX_TEST_FIXTURES or ../shared/fixtures changed since the build \
+             (rebuild, or `touch testkit/build/shared_fixtures.rs`)"
+        )
+    })
 }
 
 /// The venv Python with `rq` 2.12 (`HDX_TEST_PYTHON`, else `target/test-venv/bin/python`).
@@ -318,8 +338,13 @@ pub fn rq_cli() -> PathBuf {
 /// A command running `testkit/python/rq_peer.py <redis url> <args>` with the Python job
 /// module on the path.
 pub fn rq_peer_command(url: &str, args: &[&str]) -> Command {
+    rq_peer_command_with(&python(), url, args)
+}
+
+/// [`rq_peer_command`] with another venv's Python (e.g. [`python_rq113`]).
+pub fn rq_peer_command_with(python: &Path, url: &str, args: &[&str]) -> Command {
     let dir = workspace_root().join("testkit/python");
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(python);
     cmd.arg(dir.join("rq_peer.py"))
         .arg(url)
         .args(args)

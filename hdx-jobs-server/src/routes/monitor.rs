@@ -190,7 +190,7 @@ pub async fn job_list(
                     .and_then(|t| t.trim_end().lines().last())
                     .map(str::to_string),
                 id: view.id,
-                status: view.status,
+                status: view.status.to_string(),
                 func_name: view.func_name,
                 description: view.description,
                 created_at: view.created_at,

@@ -12,12 +12,12 @@
 //! ureq is blocking: each attempt runs in `spawn_blocking`; waits are async and end early when
 //! the job is cancelled.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use rand::Rng;
 
 use crate::config::AnalyticsConfig;
+use crate::retry::{retry, Backoff, GaveUp, Limits, RetryError, Verdict};
 use crate::secret::Secret;
 use crate::task::JobContext;
 
@@ -84,20 +84,23 @@ impl Policy {
         }
     }
 
+    /// The retries of one delivery: `max_attempts` in all, waits from `backoff` doubling up to
+    /// `backoff_max`, with equal jitter (workers retrying together spread out).
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            attempts: self.max_attempts.max(1),
+            base: self.backoff,
+            max: self.backoff_max,
+            jitter: true,
+        }
+    }
+
     /// The wait before retry number `retry` (1 for the first retry): exponential backoff
     /// (`backoff * 2^(retry-1)`, at most `backoff_max`) with "equal jitter" (half fixed, half
     /// random; `jitter` in `[0, 1)` picks the random half), and never less than the service's
-    /// `Retry-After`.
+    /// `Retry-After` ([`Backoff::wait`]).
     pub fn wait(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        let exp = self
-            .backoff
-            .saturating_mul(
-                1u32.checked_shl(retry.saturating_sub(1))
-                    .unwrap_or(u32::MAX),
-            )
-            .min(self.backoff_max);
-        let jittered = exp / 2 + exp.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
-        retry_after.map_or(jittered, |after| after.max(jittered))
+        self.backoff().wait(retry, retry_after, jitter)
     }
 
     /// The longest one attempt can take.
@@ -260,7 +263,23 @@ enum Attempt {
     },
 }
 
-/// Sends `post`, retrying as the policy says. Returns the 2xx answer or why it failed.
+/// Why one attempt did not deliver.
+enum Failed {
+    /// Worth another attempt (a timeout, a connection failure, 429, 5xx).
+    Transient {
+        /// What went wrong, scrubbed of secrets.
+        reason: String,
+        /// The service's `Retry-After`.
+        retry_after: Option<Duration>,
+        /// The connection dropped before any answer.
+        disconnected: bool,
+    },
+    /// Final: a refusal or a configuration error.
+    Final(DeliveryError),
+}
+
+/// Sends `post`, retrying as the policy says ([`crate::retry`]). Returns the 2xx answer or why
+/// it failed.
 pub async fn deliver(
     ctx: &JobContext,
     agent: &ureq::Agent,
@@ -270,109 +289,138 @@ pub async fn deliver(
 ) -> Result<Delivered, DeliveryError> {
     let service = post.service;
     let endpoint = redactor.redact(post.endpoint());
-    let mut attempt = 0;
+    let limits = Limits {
+        deadline: ctx.deadline(),
+        reserve: policy.attempt_budget(),
+        cancel: Some(ctx.cancellation()),
+    };
     let mut retried_at_once = false;
-    loop {
-        attempt += 1;
-        let call = {
-            let (agent, post) = (agent.clone(), post.clone());
-            tokio::task::spawn_blocking(move || send_once(&agent, &post))
-        };
-        let outcome = tokio::select! {
-            joined = call => joined.unwrap_or_else(|e| Attempt::Transport {
-                message: format!("the sending thread failed: {e}"),
-                retryable: true,
-                disconnected: false,
-            }),
-            () = ctx.cancellation().cancelled() => return Err(DeliveryError::Cancelled { service }),
-        };
-        let mut at_once = false;
-        let (reason, retry_after) = match outcome {
-            Attempt::Answer { status, body, .. } if (200..300).contains(&status) => {
-                return Ok(Delivered {
-                    status,
-                    body,
-                    attempts: attempt,
-                });
+    let delivered = retry(
+        &policy.backoff(),
+        limits,
+        |attempt| {
+            let (agent, post, endpoint) = (agent.clone(), post.clone(), endpoint.clone());
+            async move {
+                let outcome = tokio::task::spawn_blocking(move || send_once(&agent, &post))
+                    .await
+                    .unwrap_or_else(|e| Attempt::Transport {
+                        message: format!("the sending thread failed: {e}"),
+                        retryable: true,
+                        disconnected: false,
+                    });
+                judge(outcome, attempt, service, endpoint, redactor)
             }
-            Attempt::Answer {
-                status,
-                body,
-                retry_after,
-            } if status == 429 || (500..600).contains(&status) => (
-                format!("HTTP {status}: {}", service_text(&body, redactor)),
-                retry_after,
-            ),
-            Attempt::Answer { status, body, .. } => {
-                return Err(DeliveryError::Rejected {
-                    service,
-                    status,
-                    endpoint,
-                    text: service_text(&body, redactor),
-                });
+        },
+        |failed| match failed {
+            Failed::Final(_) => Verdict::Fail,
+            // The first dropped connection is retried at once: it is nearly always a pooled
+            // connection the server closed, and a new one will do.
+            Failed::Transient {
+                disconnected: true, ..
+            } if !retried_at_once => {
+                retried_at_once = true;
+                Verdict::RetryNow
             }
-            Attempt::Transport {
-                message,
-                retryable: false,
-                ..
-            } => {
-                return Err(DeliveryError::Config {
-                    service,
-                    reason: redactor.redact(&message),
-                });
-            }
-            Attempt::Transport {
-                message,
-                disconnected,
-                ..
-            } => {
-                // The first dropped connection is retried at once: it is nearly always a
-                // pooled connection the server closed, and a new one will do.
-                at_once = disconnected && !retried_at_once;
-                retried_at_once |= at_once;
-                (redactor.redact(&message), None)
-            }
-        };
-        let unavailable = |reason: String| DeliveryError::Unavailable {
+            Failed::Transient { retry_after, .. } => Verdict::Retry {
+                retry_after: *retry_after,
+            },
+        },
+        |failed, retrying| {
+            let reason = match failed {
+                Failed::Transient { reason, .. } => reason.as_str(),
+                Failed::Final(_) => "",
+            };
+            tracing::warn!(
+                service = service.name(),
+                endpoint = %endpoint,
+                job_id = ctx.job_id(),
+                attempt = retrying.attempt,
+                wait_ms = retrying.wait.as_millis() as u64,
+                reason = %reason,
+                "analytics delivery failed; retrying"
+            );
+        },
+    )
+    .await;
+    delivered.map_err(|e| match e {
+        RetryError::Cancelled { .. } => DeliveryError::Cancelled { service },
+        RetryError::Failed {
+            error: Failed::Final(error),
+            ..
+        } => error,
+        RetryError::Failed {
+            error:
+                Failed::Transient {
+                    reason,
+                    retry_after,
+                    ..
+                },
+            attempts,
+            why,
+        } => DeliveryError::Unavailable {
             service,
-            attempts: attempt,
-            endpoint: endpoint.clone(),
-            reason,
-            retry_after,
-        };
-        if attempt >= policy.max_attempts {
-            return Err(unavailable(reason));
-        }
-        if retry_after.is_some_and(|after| after > policy.backoff_max) {
-            return Err(unavailable(format!(
-                "{reason} (Retry-After is longer than ANALYTICS_RETRY_BACKOFF_MAX: left to the job's retry)"
-            )));
-        }
-        let wait = if at_once {
-            Duration::ZERO
-        } else {
-            policy.wait(attempt, retry_after, rand::rng().random::<f64>())
-        };
-        if let Some(deadline) = ctx.deadline() {
-            if Instant::now() + wait + policy.attempt_budget() > deadline {
-                return Err(unavailable(format!(
+            attempts,
+            endpoint,
+            reason: match why {
+                GaveUp::RetryAfterTooLong(_) => format!(
+                    "{reason} (Retry-After is longer than ANALYTICS_RETRY_BACKOFF_MAX: left to the job's retry)"
+                ),
+                GaveUp::NoTimeLeft => format!(
                     "{reason} (no time left before the job's timeout for another attempt)"
-                )));
-            }
-        }
-        tracing::warn!(
-            service = service.name(),
-            endpoint = %endpoint,
-            job_id = ctx.job_id(),
-            attempt,
-            wait_ms = wait.as_millis() as u64,
-            reason = %reason,
-            "analytics delivery failed; retrying"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = ctx.cancellation().cancelled() => return Err(DeliveryError::Cancelled { service }),
-        }
+                ),
+                GaveUp::Exhausted | GaveUp::NotRetryable => reason,
+            },
+            retry_after,
+        },
+    })
+}
+
+/// What an attempt's outcome means: delivered (a 2xx), worth another attempt, or final.
+fn judge(
+    outcome: Attempt,
+    attempt: u32,
+    service: Service,
+    endpoint: String,
+    redactor: &Redactor,
+) -> Result<Delivered, Failed> {
+    match outcome {
+        Attempt::Answer { status, body, .. } if (200..300).contains(&status) => Ok(Delivered {
+            status,
+            body,
+            attempts: attempt,
+        }),
+        Attempt::Answer {
+            status,
+            body,
+            retry_after,
+        } if status == 429 || (500..600).contains(&status) => Err(Failed::Transient {
+            reason: format!("HTTP {status}: {}", service_text(&body, redactor)),
+            retry_after,
+            disconnected: false,
+        }),
+        Attempt::Answer { status, body, .. } => Err(Failed::Final(DeliveryError::Rejected {
+            service,
+            status,
+            endpoint,
+            text: service_text(&body, redactor),
+        })),
+        Attempt::Transport {
+            message,
+            retryable: false,
+            ..
+        } => Err(Failed::Final(DeliveryError::Config {
+            service,
+            reason: redactor.redact(&message),
+        })),
+        Attempt::Transport {
+            message,
+            disconnected,
+            ..
+        } => Err(Failed::Transient {
+            reason: redactor.redact(&message),
+            retry_after: None,
+            disconnected,
+        }),
     }
 }
 
@@ -494,28 +542,18 @@ pub fn service_text(body: &str, redactor: &Redactor) -> String {
     redactor.redact(&short)
 }
 
-/// `application/x-www-form-urlencoded` of pairs.
+/// `application/x-www-form-urlencoded` of pairs, as browsers and Python's `urlencode` write it
+/// (`url::form_urlencoded`): GA and Mixpanel receive these bytes.
 pub fn form_encode(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", form_encode_component(k), form_encode_component(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
-/// One form component: unreserved bytes kept, space as `+`, the rest `%XX`.
+/// One form component: `A-Z a-z 0-9 - _ . *` kept, space as `+`, every other byte `%XX`
+/// (upper-case hex).
 pub fn form_encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -622,6 +660,37 @@ mod tests {
                 ("ip".into(), "0".into())
             ]),
             "data=%5B%7B%22a%22%3A%22b+c%22%7D%5D&ip=0"
+        );
+    }
+
+    /// The hand-written encoder GA and Mixpanel posts used before `url::form_urlencoded` wrote
+    /// these bytes; every byte value must still come out the same.
+    #[test]
+    fn regression_form_encoding_is_byte_identical_to_the_old_encoder() {
+        let old = |text: &str| {
+            let mut out = String::new();
+            for b in text.bytes() {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                        out.push(b as char)
+                    }
+                    b' ' => out.push('+'),
+                    _ => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            out
+        };
+        let ascii: String = (0u8..0x80).map(char::from).collect();
+        for text in [ascii.as_str(), "café ☃ 𝄞", "", "a+b=c&d"] {
+            assert_eq!(form_encode_component(text), old(text), "{text:?}");
+        }
+        let pairs = [
+            ("k y".to_string(), ascii.clone()),
+            ("é".into(), String::new()),
+        ];
+        assert_eq!(
+            form_encode(&pairs),
+            format!("{}={}&{}=", old("k y"), old(&ascii), old("é"))
         );
     }
 

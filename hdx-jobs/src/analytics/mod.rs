@@ -34,6 +34,7 @@ use serde_json::{Map, Value};
 
 use self::delivery::{DeliveryError, Policy, Redactor};
 use crate::config::{AnalyticsConfig, GaMode};
+use crate::python_json::truthy;
 use crate::secret::Secret;
 use crate::task::{CallArgs, JobContext, Task, TaskError};
 
@@ -75,18 +76,6 @@ pub struct MixpanelArgs {
     pub meta: Map<String, Value>,
 }
 
-/// Python's truth value of a JSON value (`if value:`).
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-    }
-}
-
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -103,7 +92,7 @@ fn missing(message: &str) -> TaskError {
 /// for `send_ga`, the event name and `ga_meta`; neither flag → "No flag to send to either
 /// Mixpanel or GA". Flags are read with Python's truth rules, as before.
 pub fn parse_args(arguments: &Value) -> Result<EventArgs, TaskError> {
-    if !truthy(Some(arguments)) {
+    if !truthy(arguments) {
         return Err(TaskError::permanent(
             EMPTY_TASK,
             "Task arguments seem to be empty",
@@ -115,11 +104,11 @@ pub fn parse_args(arguments: &Value) -> Result<EventArgs, TaskError> {
             "the task takes one dict of arguments",
         ));
     };
-    let send_mixpanel = truthy(args.get("send_mixpanel"));
-    let send_ga = truthy(args.get("send_ga"));
+    let send_mixpanel = args.get("send_mixpanel").is_some_and(truthy);
+    let send_ga = args.get("send_ga").is_some_and(truthy);
     let event_name = || {
         args.get("event_name")
-            .filter(|v| truthy(Some(v)))
+            .filter(|v| truthy(v))
             .map(text)
             .ok_or_else(|| missing("Missing event name"))
     };
@@ -136,17 +125,17 @@ pub fn parse_args(arguments: &Value) -> Result<EventArgs, TaskError> {
         parsed.event_name = event_name()?;
         let token = args
             .get("mixpanel_token")
-            .filter(|v| truthy(Some(v)))
+            .filter(|v| truthy(v))
             .map(|v| Secret::new(text(v)))
             .ok_or_else(|| missing("Missing mixpanel token"))?;
         let tracking_id = args
             .get("mixpanel_tracking_id")
-            .filter(|v| truthy(Some(v)))
+            .filter(|v| truthy(v))
             .map(text)
             .ok_or_else(|| missing("Missing mixpanel tracking id"))?;
         let meta = match args.get("mixpanel_meta") {
             Some(Value::Object(meta)) => meta.clone(),
-            other if !truthy(other) => Map::new(),
+            other if !other.is_some_and(truthy) => Map::new(),
             Some(_) => {
                 return Err(TaskError::permanent(
                     INVALID_TASK_ARGUMENT,
@@ -165,7 +154,7 @@ pub fn parse_args(arguments: &Value) -> Result<EventArgs, TaskError> {
         parsed.event_name = event_name()?;
         let meta = args
             .get("ga_meta")
-            .filter(|v| truthy(Some(v)))
+            .filter(|v| truthy(v))
             .ok_or_else(|| missing("Missing google analytics meta"))?;
         if !matches!(meta, Value::Object(_) | Value::String(_)) {
             return Err(TaskError::permanent(

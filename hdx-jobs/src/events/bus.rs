@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use super::event::ChangeEvent;
 use crate::config::EventsConfig;
 use crate::connection::mask_password;
+use crate::retry::{retry, Backoff, Limits, RetryError, Verdict};
 
 /// The Lua script of a push (tests preload it with `SCRIPT LOAD`).
 pub const PUSH_SCRIPT: &str = include_str!("push.lua");
@@ -37,8 +38,9 @@ pub struct EventBusOptions {
     pub marker_ttl: Duration,
     /// Connect and reply timeout of each attempt.
     pub timeout: Duration,
-    /// Waits between attempts; one attempt more than there are waits.
-    pub retry_delays: Vec<Duration>,
+    /// Attempts of a push and the waits between them (every Redis error is retried: the push
+    /// is idempotent per run).
+    pub retry: Backoff,
 }
 
 impl EventBusOptions {
@@ -51,11 +53,12 @@ impl EventBusOptions {
             maxlen: config.maxlen,
             marker_ttl: Duration::from_secs(7 * 24 * 3600),
             timeout: Duration::from_secs(10),
-            retry_delays: vec![
-                Duration::from_millis(500),
-                Duration::from_secs(1),
-                Duration::from_secs(2),
-            ],
+            retry: Backoff {
+                attempts: 4,
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(2),
+                jitter: false,
+            },
         }
     }
 }
@@ -157,8 +160,8 @@ impl EventBus {
         self.push_entries(run_id, &entries).await
     }
 
-    /// Pushes `(event_type, body)` entries for a run, retrying failed attempts after the
-    /// configured waits.
+    /// Pushes `(event_type, body)` entries for a run, retrying failed attempts as
+    /// [`EventBusOptions::retry`] says.
     pub async fn push_entries(
         &self,
         run_id: &str,
@@ -170,31 +173,39 @@ impl EventBus {
                 ids: Vec::new(),
             });
         }
-        let attempts = self.options.retry_delays.len() + 1;
-        let mut last_error = String::new();
-        for attempt in 0..attempts {
-            match self.push_once(run_id, entries).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => {
+        let pushed = retry(
+            &self.options.retry,
+            Limits::default(),
+            |attempt| async move {
+                let result = self.push_once(run_id, entries).await;
+                if let Err(e) = &result {
                     tracing::warn!(
                         stream = %self.options.stream,
                         run = run_id,
-                        attempt = attempt + 1,
+                        attempt,
                         "event push failed: {e}"
                     );
-                    last_error = e.to_string();
                 }
+                result
+            },
+            |_| Verdict::RETRY,
+            |_, _| {},
+        )
+        .await;
+        pushed.map_err(|e| {
+            let (attempts, message) = match e {
+                RetryError::Failed {
+                    error, attempts, ..
+                } => (attempts, error.to_string()),
+                RetryError::Cancelled { attempts } => (attempts, "cancelled".into()),
+            };
+            BusError::Redis {
+                stream: self.options.stream.clone(),
+                url: mask_password(&self.options.url),
+                events: entries.len(),
+                attempts: attempts as usize,
+                message,
             }
-            if let Some(wait) = self.options.retry_delays.get(attempt) {
-                tokio::time::sleep(*wait).await;
-            }
-        }
-        Err(BusError::Redis {
-            stream: self.options.stream.clone(),
-            url: mask_password(&self.options.url),
-            events: entries.len(),
-            attempts,
-            message: last_error,
         })
     }
 

@@ -1,12 +1,13 @@
 //! Change detection: two CKAN `package_show` dicts in, the change events out, exactly as the
-//! contract ("Change events job") and the old service (`eventapi.tasks.detect_changes`) define
-//! them: the same event types, `changed_fields` entries, display values and Markdown handling.
+//! old service (`eventapi.tasks.detect_changes`) made them (docs/hdx-contract.md §5): the same
+//! event types, `changed_fields` entries, display values and Markdown handling.
 //!
 //! Where the old service's output depended on Python's set iteration (the order of events and
 //! of `changed_fields`), ours is fixed: dataset event first; then deleted resources (old order),
 //! created resources (new order), and for each resource in both (new order) its data, metadata
-//! and sheet events; fields in the contract's order, list fields after the scalar ones (except
-//! `field_names`/`file_types`, which replace their scalar entry in place, as Python's dict did).
+//! and sheet events; fields in the order of [`DATASET_FIELDS`] and [`RESOURCE_FIELDS`], list
+//! fields after the scalar ones (except `field_names`/`file_types`, which replace their scalar
+//! entry in place, as Python's dict did).
 //! Input the old service rejected with a `KeyError` (no `type`, `id`, `name`, `title`; a resource
 //! without `id`; a group without `name`...) is rejected here too, with the key named.
 
@@ -491,18 +492,43 @@ fn changes_with(
     changes
 }
 
-/// Most fields [`pick`] looks up at once.
+/// Most fields [`pick`] looks up at once: the width of the fixed array it returns (a stack
+/// array rather than a `Vec`, one allocation less per dict compared).
 const MAX_PICKED: usize = 24;
+
+// Every tracked-field list must fit in [`pick`]'s array: a field past `MAX_PICKED` would read as
+// absent on both sides, so its changes would be dropped without a word. Adding a field past the
+// limit fails the build here instead (raise `MAX_PICKED` then).
+const _: () = assert!(
+    DATASET_FIELDS.len() <= MAX_PICKED,
+    "DATASET_FIELDS outgrew MAX_PICKED: raise MAX_PICKED"
+);
+const _: () = assert!(
+    RESOURCE_FIELDS.len() <= MAX_PICKED,
+    "RESOURCE_FIELDS outgrew MAX_PICKED: raise MAX_PICKED"
+);
+const _: () = assert!(
+    SHEET_FIELDS.len() <= MAX_PICKED,
+    "SHEET_FIELDS outgrew MAX_PICKED: raise MAX_PICKED"
+);
 
 /// The values of `fields` in `dict`, by position. One pass over the dict's entries, comparing
 /// key lengths first, touches far less memory than a hashed lookup per field; short field lists
 /// are looked up directly.
+///
+/// Panics when `fields` is longer than [`MAX_PICKED`]: the fields past it would otherwise be
+/// reported as unchanged (the tracked lists are checked at compile time above).
 fn pick<'a>(
     dict: &'a Map<String, Value>,
     fields: &[&'static str],
 ) -> [Option<&'a Value>; MAX_PICKED] {
+    assert!(
+        fields.len() <= MAX_PICKED,
+        "pick: {} fields, at most {MAX_PICKED}",
+        fields.len()
+    );
     let mut found = [None; MAX_PICKED];
-    if fields.len() < 4 || fields.len() > MAX_PICKED {
+    if fields.len() < 4 {
         for (slot, field) in found.iter_mut().zip(fields) {
             *slot = dict.get(*field);
         }
@@ -1220,5 +1246,32 @@ mod tests {
         assert!(
             err(json!("text"), dataset(json!({}))).contains("old_dataset_dict is not an object")
         );
+    }
+
+    /// `pick` used to return 24 slots and drop any field after the 24th, so a 25th tracked
+    /// field would never have been reported as changed. Now it refuses such a list (and the
+    /// tracked lists are checked against `MAX_PICKED` at compile time).
+    #[test]
+    #[should_panic(expected = "at most 24")]
+    fn regression_pick_refuses_more_fields_than_it_returns() {
+        const NAMES: [&str; 25] = [
+            "f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13",
+            "f14", "f15", "f16", "f17", "f18", "f19", "f20", "f21", "f22", "f23", "f24",
+        ];
+        let dict = Map::new();
+        let _ = pick(&dict, &NAMES);
+    }
+
+    /// The last tracked dataset field (the one nearest the `pick` limit) is still compared.
+    #[test]
+    fn regression_the_last_tracked_dataset_field_is_compared() {
+        let last = DATASET_FIELDS[DATASET_FIELDS.len() - 1];
+        let mut old = Map::new();
+        old.insert(last.to_string(), json!("a"));
+        let mut new = old.clone();
+        new.insert(last.to_string(), json!("b"));
+        let changes = changes_with(&old, &new, &DATASET_FIELDS, None);
+        assert_eq!(changes.len(), 1, "{last}");
+        assert_eq!(changes[0].field(), last);
     }
 }

@@ -1,9 +1,9 @@
 //! Markdown fields (notes, license_other, methodology_other, description, caveats) are compared
 //! and reported as plain text, so a formatting-only edit is no change. The old service rendered
 //! the Markdown to HTML, removed the tags (`<[^><]*>`), turned newlines into spaces, wrote `"` as
-//! `&quot;` and trimmed. We do the same with a CommonMark parser (pulldown-cmark) and, as the
-//! issue allows, collapse every whitespace run to one space (the two renderers place newlines and
-//! indentation differently; the words and their order are what matter).
+//! `&quot;` and trimmed. We do the same with a CommonMark parser (pulldown-cmark) and, a
+//! deliberate difference, collapse every whitespace run to one space (the two renderers place
+//! newlines and indentation differently; the words and their order are what matter).
 
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use serde_json::Value;

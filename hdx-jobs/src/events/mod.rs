@@ -1,8 +1,8 @@
 //! Change events: what changed between two versions of a CKAN dataset, published on HDX's event
 //! bus (a Redis stream) for consumers (notifications, n8n workflows, HAPI pipelines).
 //!
-//! - [`detect`]: two `package_show` dicts in, [`ChangeEvent`](event::ChangeEvent)s out, as the
-//!   contract and the old `eventapi.tasks.detect_changes` define them;
+//! - [`detect`]: two `package_show` dicts in, [`ChangeEvent`]s out, as the old
+//!   `eventapi.tasks.detect_changes` made them (docs/hdx-contract.md §5);
 //! - [`display`], [`markdown`], [`pyvalue`]: display values, Markdown to plain text, and Python's
 //!   comparison rules the detector follows;
 //! - [`bus`]: appends a run's events to the stream, once per job even across retries;

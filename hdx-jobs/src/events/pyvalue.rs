@@ -23,17 +23,8 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Python's `bool(value)`.
-pub fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
+/// Python's `bool(value)`: shared with the analytics job, so kept in [`crate::python_json`].
+pub use crate::python_json::truthy;
 
 /// Python's `str(value)` for the scalar values CKAN sends (`True`, `5`, `1.5`); containers and
 /// `None` as their JSON text.

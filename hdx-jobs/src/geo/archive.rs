@@ -1,11 +1,11 @@
 //! Archives: zipped shapefiles (`.zip`) and KMZ, unpacked into the job's folder before import.
 //!
-//! As the contract says, every entry lands in `<folder>/zip` under its name with each character
-//! other than a letter, a digit or `.` turned into `_` (so folders inside the archive flatten
-//! into one level), and the layer is the first `.json`, `.geojson` or `.shp` entry (for KMZ:
-//! `doc.kml`, else the first `.kml`). On top of that, hostile archives are refused before
-//! anything is written: entries with absolute paths, `..` components or symbolic links
-//! (`UnsafeArchiveException`), more than `MAX_ARCHIVE_ENTRIES` entries or more than
+//! As the old service did (docs/hdx-contract.md §3.4), every entry lands in `<folder>/zip` under
+//! its name with each character other than a letter, a digit or `.` turned into `_` (so folders
+//! inside the archive flatten into one level), and the layer is the first `.json`, `.geojson` or
+//! `.shp` entry (for KMZ: `doc.kml`, else the first `.kml`). On top of that, hostile archives are
+//! refused before anything is written: entries with absolute paths, `..` components or symbolic
+//! links (`UnsafeArchiveException`), more than `MAX_ARCHIVE_ENTRIES` entries or more than
 //! `MAX_EXTRACTED_SIZE_MB` unpacked (`file-too-large`; the size is counted on the bytes really
 //! written, whatever the archive declares). Two entries that clean to the same name are refused
 //! too, so one cannot overwrite another.
@@ -85,7 +85,8 @@ fn first_with_extension(files: &[PathBuf], extensions: &[&str]) -> Option<PathBu
         .cloned()
 }
 
-/// The contract's entry-name rule: letters, digits and `.` kept, anything else `_`.
+/// The old entry-name rule (docs/hdx-contract.md §3.4): letters, digits and `.` kept, anything
+/// else `_`.
 pub fn sanitize_entry_name(name: &str) -> String {
     name.chars()
         .map(|c| {

@@ -1,5 +1,5 @@
 //! Connecting to PostGIS. Errors keep the database's own message but never its host, user or
-//! password: the contract forbids them in messages that reach CKAN or the API.
+//! password, which must never reach CKAN or the API (docs/hdx-contract.md §3.5).
 
 use std::time::Duration;
 

@@ -1,11 +1,11 @@
-//! Downloading the GIS file of a resource, as the contract says and safer: http and https only,
-//! every connection (each redirect hop too) through the [outbound guard](crate::outbound), so a
-//! contributor's URL never reaches the worker's loopback, private network or cloud metadata,
-//! redirects followed by hand (at most [`MAX_REDIRECTS`]), HDX's User-Agent only for the CKAN
-//! host and the API key only over https to the CKAN host's configured port (plain http only
-//! with `HDX_CKAN_ALLOW_HTTP`), and never again once a redirect left the host or downgraded to
-//! plain http; a 12 s limit to connect and for each read, the whole download within
-//! `TIMEOUT_SEC`, the size checked against the declared Content-Length and again while
+//! Downloading the GIS file of a resource, as the old service did (docs/hdx-contract.md §3.3) and
+//! safer: http and https only, every connection (each redirect hop too) through the [outbound
+//! guard](crate::outbound), so a contributor's URL never reaches the worker's loopback, private
+//! network or cloud metadata, redirects followed by hand (at most [`MAX_REDIRECTS`]), HDX's
+//! User-Agent only for the CKAN host and the API key only over https to the CKAN host's configured
+//! port (plain http only with `HDX_CKAN_ALLOW_HTTP`), and never again once a redirect left the host
+//! or downgraded to plain http; a 12 s limit to connect and for each read, the whole download
+//! within `TIMEOUT_SEC`, the size checked against the declared Content-Length and again while
 //! streaming. The file name comes from Content-Disposition or the URL and is reduced to a safe
 //! single name inside the job's folder.
 //!
@@ -378,7 +378,7 @@ fn split_params(value: &str) -> Vec<String> {
 }
 
 /// One safe file name: the part after the last `/` or `\`, characters other than letters,
-/// digits, `.`, `-`, `_` turned into `_`, no leading dot, at most [`MAX_NAME_LEN`] bytes
+/// digits, `.`, `-`, `_` turned into `_`, no leading dot, at most `MAX_NAME_LEN` (150) bytes
 /// (keeping the extension). `None` when nothing usable is left.
 pub fn sanitize_file_name(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();

@@ -1,7 +1,7 @@
 //! Why a geopreview import failed, in the words CKAN expects: the old service reported a failure
 //! as `error_class` (the Python exception's class name), `type` (one of a fixed list) and
 //! `message`. Every step of the pipeline returns a [`Failure`], so the report is built in one
-//! place and the list of types stays the contract's.
+//! place and the list of types stays the old one (docs/hdx-contract.md §3.7).
 //!
 //! | what happened | error_class | type |
 //! |---|---|---|
@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The contract's failure types.
+/// The failure types CKAN knows (docs/hdx-contract.md §3.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureKind {
     /// `file-too-large`.

@@ -7,8 +7,9 @@
 //! GDAL's messages are captured per thread (`CPLPushErrorHandlerEx`), so they never mix with
 //! another import's, and they decide the outcome: a translation that returns a dataset but
 //! reported an error is a failed attempt (GDAL keeps going after some read errors, e.g. in a
-//! truncated shapefile). After a failed attempt the contract's repair rules are tried one at a
-//! time, in the old service's order, each at most once ([`next_fix`]).
+//! truncated shapefile). After a failed attempt the old service's repair rules
+//! (docs/hdx-contract.md §3.5) are tried one at a time, in its order, each at most once
+//! ([`next_fix`]).
 //!
 //! Config options are set thread-locally (`PG_USE_COPY=YES`, and `PGCLIENTENCODING` for the
 //! latin1 rule together with libpq's `client_encoding`): `--config` in argv is not honoured by
@@ -64,7 +65,7 @@ impl std::fmt::Debug for ImportRequest {
     }
 }
 
-/// The contract's repair rules.
+/// The old service's repair rules (docs/hdx-contract.md §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fix {

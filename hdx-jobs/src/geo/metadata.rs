@@ -1,7 +1,7 @@
-//! A layer's metadata, as the contract defines it: features whose bounding box leaves
-//! [-180,180]×[-90,90] are deleted, the bounding box is `ST_Extent(wkb_geometry)::text`, and the
-//! fields are the table's columns (geometry and id included) with their
-//! `information_schema` data types, in column order. No box or no fields is a
+//! A layer's metadata, as the old service made it (docs/hdx-contract.md §3.6): features whose
+//! bounding box leaves [-180,180]×[-90,90] are deleted, the bounding box is
+//! `ST_Extent(wkb_geometry)::text`, and the fields are the table's columns (geometry and id
+//! included) with their `information_schema` data types, in column order. No box or no fields is a
 //! `fetch-bounding-box-problem` with the old messages.
 
 use serde::{Deserialize, Serialize};

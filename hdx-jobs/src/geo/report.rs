@@ -6,13 +6,14 @@
 //! `": "` separators, non-ASCII as `\uXXXX`): a stored value reads the same whichever service
 //! wrote it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
 use super::failure::Failure;
 use super::metadata::Metadata;
 use crate::ckan::{CkanClient, CkanError};
+use crate::retry::{retry, Backoff, Limits, RetryError, Verdict};
 
 /// The success message, and the one when invalid features were deleted.
 pub fn success_message(invalid_deleted: u64) -> String {
@@ -63,42 +64,135 @@ pub fn ckan_body(resource_id: &str, shape_info: &Value) -> Value {
     })
 }
 
-/// Posts the report; transient failures (timeouts, 429, 5xx) are tried again up to `attempts`
-/// times in all, waiting 1 s, 2 s, 4 s..., but not past `deadline`. Blocking: call from
-/// `spawn_blocking`.
-pub fn post(
+/// How the report is retried: three POSTs in all, 1 s then 2 s apart (a CKAN restart is over
+/// by then; longer outages are left to the job's RQ retry).
+pub const BACKOFF: Backoff = Backoff {
+    attempts: 3,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    jitter: false,
+};
+
+/// Posts the report; transient failures (timeouts, 429, 5xx: [`CkanError::is_transient`]) are
+/// tried again as `backoff` says, but no wait ends past `deadline`. Each POST runs in
+/// `spawn_blocking` (ureq blocks); the waits are async and hold no thread.
+pub async fn post(
     ckan: &CkanClient,
     action: &str,
     resource_id: &str,
     shape_info: &Value,
-    attempts: u32,
-    deadline: Option<std::time::Instant>,
+    backoff: &Backoff,
+    deadline: Option<Instant>,
 ) -> Result<Value, CkanError> {
     let body = ckan_body(resource_id, shape_info);
-    let mut wait = Duration::from_secs(1);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match ckan.post(action, &body) {
-            Ok(answer) => return Ok(answer),
-            Err(e)
-                if e.is_transient()
-                    && tries < attempts
-                    && deadline.is_none_or(|d| std::time::Instant::now() + wait < d) =>
-            {
-                tracing::warn!(error = %e, resource_id, "reporting to CKAN failed, trying again");
-                std::thread::sleep(wait);
-                wait *= 2;
+    let limits = Limits {
+        deadline,
+        ..Limits::default()
+    };
+    let posted = retry(
+        backoff,
+        limits,
+        |_| {
+            let (ckan, action, body) = (ckan.clone(), action.to_string(), body.clone());
+            async move {
+                tokio::task::spawn_blocking({
+                    let action = action.clone();
+                    move || ckan.post(&action, &body)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CkanError::Transport {
+                        action,
+                        message: format!("the thread of the call failed: {e}"),
+                    })
+                })
             }
-            Err(e) => return Err(e),
-        }
-    }
+        },
+        |e| {
+            if e.is_transient() {
+                Verdict::RETRY
+            } else {
+                Verdict::Fail
+            }
+        },
+        |e, _| tracing::warn!(error = %e, resource_id, "reporting to CKAN failed, trying again"),
+    )
+    .await;
+    posted.map_err(|e| match e {
+        RetryError::Failed { error, .. } => error,
+        // Not asked for (no cancellation token), so not expected.
+        RetryError::Cancelled { .. } => CkanError::Transport {
+            action: action.to_string(),
+            message: "cancelled".into(),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CkanConfig, Env};
     use crate::geo::metadata::LayerField;
+    use testkit::http::{FakeServer, Reply};
+
+    fn client(server: &FakeServer) -> CkanClient {
+        let url = server.url();
+        let lookup = move |name: &str| (name == "CKAN_API_BASE_URL").then(|| url.clone());
+        let config = CkanConfig::from_env(&Env::new(&lookup)).expect("config");
+        CkanClient::new(&config, None, Duration::from_secs(5)).expect("client")
+    }
+
+    /// [`BACKOFF`]'s attempts, with waits of milliseconds.
+    const FAST: Backoff = Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+        ..BACKOFF
+    };
+
+    #[tokio::test]
+    async fn transient_failures_are_posted_again_up_to_three_times() {
+        let server = FakeServer::start();
+        server.reply_once("/act", Reply::status(503));
+        server.reply_once("/act", Reply::status(429));
+        server.reply("/act", Reply::json(json!({"success": true})));
+        let answer = post(&client(&server), "act", "r-1", &json!({}), &FAST, None)
+            .await
+            .expect("posted on the third attempt");
+        assert_eq!(answer["success"], true);
+        assert_eq!(server.requests_to("/act").len(), 3);
+
+        let down = FakeServer::start();
+        down.reply("/act", Reply::status(502));
+        let err = post(&client(&down), "act", "r-1", &json!({}), &FAST, None)
+            .await
+            .expect_err("down");
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(down.requests_to("/act").len(), 3, "BACKOFF: three in all");
+    }
+
+    #[tokio::test]
+    async fn refusals_and_a_near_deadline_stop_at_the_first_attempt() {
+        let server = FakeServer::start();
+        server.reply("/act", Reply::status(403));
+        let err = post(&client(&server), "act", "r-1", &json!({}), &FAST, None)
+            .await
+            .expect_err("403");
+        assert!(!err.is_transient(), "{err}");
+        assert_eq!(server.requests_to("/act").len(), 1);
+
+        let down = FakeServer::start();
+        down.reply("/act", Reply::status(503));
+        let deadline = Some(Instant::now() + Duration::from_millis(5));
+        let slow = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            ..FAST
+        };
+        post(&client(&down), "act", "r-1", &json!({}), &slow, deadline)
+            .await
+            .expect_err("no time for a retry");
+        assert_eq!(down.requests_to("/act").len(), 1);
+    }
 
     #[test]
     fn shape_info_is_written_like_python() {

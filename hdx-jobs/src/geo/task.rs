@@ -1,6 +1,6 @@
 //! The geopreview task, `importapi.tasks.create_preview.create_preview_task`: takes the argument
 //! dict the old API enqueued (JSON or pickle; `max_file_size_mb` is in bytes there, as the old
-//! service sent it), runs the [pipeline](super::pipeline) and reports `shape_info` to CKAN on
+//! service sent it), runs the [pipeline] and reports `shape_info` to CKAN on
 //! success and on every failure. The database and the API key come from the worker's
 //! environment (`HDX_GISDB_*`, `HDX_GIS_API_KEY`), as with the newest old worker; so do CKAN's
 //! URL and host, TLS verification, the download folder and the table prefix (a differing value
@@ -37,9 +37,6 @@ use crate::task::{JobContext, Task, TaskError};
 
 /// Timeout of one report POST.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Report POSTs tried.
-const REPORT_ATTEMPTS: u32 = 3;
 
 /// The argument dict of the old API (every field but `resource_id` may be missing: the worker's
 /// settings fill in).
@@ -335,20 +332,20 @@ impl Task for CreatePreviewTask {
         ckan_config.api_base_url = Some(base_url);
         ckan_config.user_agent = settings.download.user_agent.clone();
         ckan_config.verify_ssl = settings.download.verify_ckan_ssl;
-        let (resource_id, info) = (args.resource_id.clone(), shape_info.clone());
-        let posted = tokio::task::spawn_blocking(move || {
-            let client = CkanClient::new(&ckan_config, Some(api_key), REPORT_TIMEOUT)?;
-            report::post(
-                &client,
-                &action,
-                &resource_id,
-                &info,
-                REPORT_ATTEMPTS,
-                job_deadline,
-            )
-        })
-        .await
-        .map_err(|e| TaskError::retryable("RuntimeError", e.to_string()))?;
+        let posted = match CkanClient::new(&ckan_config, Some(api_key), REPORT_TIMEOUT) {
+            Ok(client) => {
+                report::post(
+                    &client,
+                    &action,
+                    &args.resource_id,
+                    &shape_info,
+                    &report::BACKOFF,
+                    job_deadline,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match posted {
             Ok(answer) => {
                 tracing::info!(resource_id = args.resource_id, answer = %answer, "shape_info pushed to CKAN");

@@ -1,4 +1,4 @@
-//! Worker commands over pub/sub (rq-protocol.md §5.9) and suspension (`rq:suspended`).
+//! Worker commands over pub/sub (docs/rq-protocol.md §5.9) and suspension (`rq:suspended`).
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +73,7 @@ pub async fn resume(redis: &RedisClient) -> RqResult<()> {
 mod tests {
     use super::*;
 
-    /// rq-protocol.md §9: exact pub/sub payloads.
+    /// docs/rq-protocol.md §9: exact pub/sub payloads.
     #[test]
     fn messages_match_python() {
         assert_eq!(

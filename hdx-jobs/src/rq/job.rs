@@ -1,4 +1,4 @@
-//! A job as stored in `rq:job:<id>` (rq-protocol.md §2).
+//! A job as stored in `rq:job:<id>` (docs/rq-protocol.md §2).
 //!
 //! [`Job`] keeps the raw hash and parses fields on demand, so fields we do not know (Python-only
 //! features such as callbacks or webhooks) survive untouched.
@@ -22,7 +22,7 @@ pub const DEFAULT_RESULT_TTL: i64 = 500;
 /// Default failure TTL in seconds (one year).
 pub const DEFAULT_FAILURE_TTL: i64 = 31_536_000;
 
-/// RQ's closed set of status strings (§2.3).
+/// RQ's closed set of status strings (docs/rq-protocol.md §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {

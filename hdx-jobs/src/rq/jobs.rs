@@ -24,8 +24,8 @@ use crate::secret::{redact_text, redact_value};
 pub struct JobView {
     /// The job id.
     pub id: String,
-    /// Status string (`unknown` when the hash holds a value outside RQ's set).
-    pub status: String,
+    /// The status (serialized as RQ's string, or `missing` / `unknown`).
+    pub status: ViewStatus,
     /// The queue.
     pub origin: Option<String>,
     /// The task's wire name, when the payload decodes.
@@ -60,6 +60,56 @@ pub struct JobView {
     pub latest_result: Option<JobResult>,
 }
 
+/// A job's status as a [`JobView`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewStatus {
+    /// One of RQ's statuses.
+    Known(JobStatus),
+    /// The job hash is gone but results of it remain.
+    Missing,
+    /// The hash holds a status outside RQ's set.
+    Unknown,
+}
+
+impl ViewStatus {
+    /// RQ's string, or `missing` / `unknown`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ViewStatus::Known(status) => status.as_str(),
+            ViewStatus::Missing => "missing",
+            ViewStatus::Unknown => "unknown",
+        }
+    }
+
+    /// True once the job has ended: finished, failed, stopped or canceled.
+    pub fn is_ended(&self) -> bool {
+        matches!(
+            self,
+            ViewStatus::Known(
+                JobStatus::Finished | JobStatus::Failed | JobStatus::Stopped | JobStatus::Canceled
+            )
+        )
+    }
+}
+
+impl PartialEq<JobStatus> for ViewStatus {
+    fn eq(&self, other: &JobStatus) -> bool {
+        *self == ViewStatus::Known(*other)
+    }
+}
+
+impl std::fmt::Display for ViewStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ViewStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl JobView {
     /// Builds the view of a job and its latest result.
     pub fn new(job: &Job, latest_result: Option<JobResult>) -> Self {
@@ -92,9 +142,7 @@ impl JobView {
         });
         JobView {
             id: job.id.clone(),
-            status: job
-                .status()
-                .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            status: job.status().map_or(ViewStatus::Unknown, ViewStatus::Known),
             origin: job.origin(),
             func_name: payload.as_ref().ok().map(|p| p.func_name.clone()),
             args: payload.as_ref().ok().map(|p| p.args.clone()),
@@ -168,14 +216,15 @@ fn view_of(
         Some(job) => Some(JobView::new(&job, latest)),
         None if latest.is_some() => {
             let mut view = JobView::new(&Job::from_fields(id, Default::default()), latest);
-            view.status = "missing".into();
+            view.status = ViewStatus::Missing;
             Some(view)
         }
         None => None,
     }
 }
 
-/// Requeues a failed or stopped job (§5.12). Refused unless it is in its failed registry.
+/// Requeues a failed or stopped job (docs/rq-protocol.md §5.12). Refused unless it is in its failed
+/// registry.
 pub async fn requeue(redis: &RedisClient, id: &str) -> RqResult<()> {
     let mut conn = redis.conn().await?;
     if requeue_with(&mut conn, id).await? {
@@ -205,7 +254,7 @@ pub(crate) async fn requeue_with<C: ConnectionLike + Send>(
     Ok(moved == 1)
 }
 
-/// Cancels a job (§5.13). A running job is not interrupted: see [`stop`].
+/// Cancels a job (docs/rq-protocol.md §5.13). A running job is not interrupted: see [`stop`].
 pub async fn cancel(redis: &RedisClient, id: &str) -> RqResult<()> {
     let mut conn = redis.conn().await?;
     let done: i64 = scripts::CANCEL
@@ -221,7 +270,7 @@ pub async fn cancel(redis: &RedisClient, id: &str) -> RqResult<()> {
     }
 }
 
-/// Deletes a job and every trace of it (§5.14).
+/// Deletes a job and every trace of it (docs/rq-protocol.md §5.14).
 pub async fn delete(redis: &RedisClient, id: &str) -> RqResult<()> {
     let mut conn = redis.conn().await?;
     let existed: i64 = scripts::DELETE
@@ -236,7 +285,8 @@ pub async fn delete(redis: &RedisClient, id: &str) -> RqResult<()> {
     }
 }
 
-/// Stops a running job: sends `stop-job` to the worker running it (§5.9), Python or ours.
+/// Stops a running job: sends `stop-job` to the worker running it (docs/rq-protocol.md §5.9),
+/// Python or ours.
 pub async fn stop(redis: &RedisClient, id: &str) -> RqResult<()> {
     let job = fetch(redis, id)
         .await?

@@ -1,4 +1,4 @@
-//! Redis key names of RQ 2.x (rq-protocol.md §1).
+//! Redis key names of RQ 2.x (docs/rq-protocol.md §1).
 //!
 //! Every key the crate touches is spelled here and nowhere else, so a reader can check the
 //! layout against the protocol table in one place. Sets hold *full* keys (`rq:queue:<q>`,
@@ -104,7 +104,7 @@ pub fn scheduler(name: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The test vectors of rq-protocol.md §9.
+    /// The test vectors of docs/rq-protocol.md §9.
     #[test]
     fn matches_protocol_vectors() {
         let x = "52e09cd50c364b01a367430d479cd903";

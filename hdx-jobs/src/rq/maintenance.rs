@@ -1,4 +1,5 @@
-//! Registry maintenance (rq-protocol.md §5.11): what makes "no job lost when a worker dies" hold.
+//! Registry maintenance (docs/rq-protocol.md §5.11): what makes "no job lost when a worker dies"
+//! hold.
 //!
 //! A running job's entry in `rq:wip:<q>` is a lease its worker renews. When a worker dies its
 //! leases run out; maintenance (any of our workers, every maintenance interval, under RQ's

@@ -1,9 +1,9 @@
 //! RQ's Redis protocol (2.x layout), with nothing HDX-specific in it.
 //!
 //! Everything here reads and writes exactly the keys, fields and encodings of
-//! `shared/spec/rq-protocol.md`, so Python's `rq` (workers, `rq info`, rq-dashboard) shares a
-//! database with us. Multi-step changes are Lua scripts ([`scripts`]) so no crash can leave a
-//! job half moved.
+//! `docs/rq-protocol.md`, so Python's `rq` (workers, `rq info`, rq-dashboard) shares a database
+//! with us. Multi-step changes are Lua scripts (`rq/scripts.rs`, `rq/lua/`) so no crash can
+//! leave a job half moved.
 
 pub mod browse;
 pub mod commands;
@@ -16,7 +16,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod metrics;
 pub mod payload;
-pub mod pickle;
+pub(crate) mod pickle;
 pub mod queue;
 pub mod registry;
 pub mod results;

@@ -1,4 +1,4 @@
-//! The job payload and RQ's two serializers (rq-protocol.md §3).
+//! The job payload and RQ's two serializers (docs/rq-protocol.md §3).
 //!
 //! `data` is `zlib(serializer((func_name, instance, args, kwargs)))`. RQ records nowhere which
 //! serializer wrote it, so readers detect it: a pickle starts with the PROTO opcode `0x80`, JSON
@@ -11,10 +11,10 @@
 //! for deployments whose Python side uses RQ's `JSONSerializer`). Both are always read; results
 //! and meta of a job are written with the serializer of its payload.
 //!
-//! Payloads come from anything that can write Redis, so reading one is bounded: the zlib output
-//! is capped ([`max_payload_bytes`], `HDX_JOBS_MAX_PAYLOAD_MB`), pickles are read within
-//! [`super::pickle::Limits`], JSON within serde_json's nesting limit. A payload over a limit is
-//! an error naming the limit, which fails its job; nothing here can abort the process.
+//! Payloads come from anything that can write Redis, so reading one is bounded: the zlib output is
+//! capped ([`max_payload_bytes`], `HDX_JOBS_MAX_PAYLOAD_MB`), pickles are read within the limits of
+//! our reader (`rq/pickle.rs`, `Limits`), JSON within serde_json's nesting limit. A payload over a
+//! limit is an error naming the limit, which fails its job; nothing here can abort the process.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,7 +119,7 @@ pub struct CallPayload {
 }
 
 impl CallPayload {
-    /// Encodes the call as a job's `data` field: zlib of the JSON 4-tuple.
+    /// Encodes the call as a job's `data` field: zlib of the serialized 4-tuple.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let tuple = Value::Array(vec![
             Value::String(self.func_name.clone()),
@@ -377,7 +377,7 @@ mod tests {
 
     const FUNC: &str = "importapi.tasks.create_preview.create_preview_task";
 
-    /// rq-protocol.md §3.3: the JSON bytes before zlib.
+    /// docs/rq-protocol.md §3.3: the JSON bytes before zlib.
     #[test]
     fn json_payload_matches_python_bytes() {
         let call = CallPayload {
@@ -396,7 +396,7 @@ mod tests {
         assert_eq!(CallPayload::decode(&data).expect("decode"), call);
     }
 
-    /// rq-protocol.md §3.3: Python's zlib output of the pickle (protocol 5) payload.
+    /// docs/rq-protocol.md §3.3: Python's zlib output of the pickle (protocol 5) payload.
     #[test]
     fn reads_python_pickle_payload() {
         let data = unhex("789c6b609deacf00011a3d4699b905f945258905997a2589c5d9c57ac945a98925a9f10545a96599a9e568dc78909a297eb5537a3821fae23353a6786b15b74ea99d5232450f00699d21bc");
@@ -419,7 +419,7 @@ mod tests {
         assert!(call.kwargs["args"]["when"].is_array());
     }
 
-    /// rq-protocol.md §3.3: Python's zlib output of the JSON payload.
+    /// docs/rq-protocol.md §3.3: Python's zlib output of the JSON payload.
     #[test]
     fn reads_python_json_payload() {
         let data = unhex("789c8b56cacc2dc82f2a492cc8d42b492cce2ed64b2e4a4d2c498d2f284a2dcb4c2d47e3c683d428e928e495e6e4e82844574375c767a62859299818d5c6ea2854d7c6020077ff1f50");
@@ -449,7 +449,7 @@ mod tests {
         }
     }
 
-    /// rq-protocol.md §9: serialized values.
+    /// docs/rq-protocol.md §9: serialized values.
     #[test]
     fn value_vectors() {
         let b64 = base64::engine::general_purpose::STANDARD;

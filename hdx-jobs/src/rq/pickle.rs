@@ -1994,7 +1994,7 @@ mod tests {
         assert_eq!(limits.max_bytes, 64 << 20);
     }
 
-    /// rq-protocol.md §3.3: Python's zlib output of the pickle (protocol 5) payload.
+    /// docs/rq-protocol.md §3.3: Python's zlib output of the pickle (protocol 5) payload.
     #[test]
     fn reads_python_call_payload() {
         let data = unzlib(&unhex("789c6b609deacf00011a3d4699b905f945258905997a2589c5d9c57ac945a98925a9f10545a96599a9e568dc78909a297eb5537a3821fae23353a6786b15b74ea99d5232450f00699d21bc"));
@@ -2020,7 +2020,7 @@ mod tests {
         assert!(args["when"].is_array());
     }
 
-    /// rq-protocol.md §9: serialized values.
+    /// docs/rq-protocol.md §9: serialized values.
     #[test]
     fn reads_value_vectors() {
         let b64 = base64::engine::general_purpose::STANDARD;

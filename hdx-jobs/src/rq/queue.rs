@@ -1,4 +1,4 @@
-//! Enqueueing and per-queue operations (rq-protocol.md §5.1, §5.15, §5.16).
+//! Enqueueing and per-queue operations (docs/rq-protocol.md §5.1, §5.15, §5.16).
 //!
 //! [`JobSpec`] describes a call; [`Queue::enqueue`] writes it in RQ 2.x's layout so Python
 //! workers, `rq info` and rq-dashboard see an ordinary job. A batch of jobs goes to Redis as one
@@ -202,7 +202,7 @@ impl JobSpec {
         Ok(())
     }
 
-    /// The job hash fields of a full save (§2.2), in Python's order.
+    /// The job hash fields of a full save (docs/rq-protocol.md §2.2), in Python's order.
     pub(crate) fn hash_fields(
         &self,
         queue: &str,
@@ -266,9 +266,16 @@ impl JobSpec {
         }
         if let Some(retry) = &self.retry {
             fields.push(("retries_left", retry.max.to_string().into_bytes()));
+            // Python's `Retry(max)` stores `[0]`: an empty list makes a Python worker's
+            // failure handling raise IndexError, leaving the job stuck in its started registry.
+            let intervals: &[u64] = if retry.intervals.is_empty() {
+                &[0]
+            } else {
+                &retry.intervals
+            };
             fields.push((
                 "retry_intervals",
-                payload::to_python_json(&serde_json::json!(retry.intervals)),
+                payload::to_python_json(&serde_json::json!(intervals)),
             ));
         }
         Ok(fields)
@@ -407,8 +414,8 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Enqueues a job to run at `at` (§5.16): it waits in `rq:scheduled:<q>` until a scheduler
-    /// (`hdx-jobs work --with-scheduler`, or a Python worker with one) moves it.
+    /// Enqueues a job to run at `at` (docs/rq-protocol.md §5.16): it waits in `rq:scheduled:<q>`
+    /// until a scheduler (`hdx-jobs work --with-scheduler`, or a Python worker with one) moves it.
     pub async fn enqueue_at(&self, spec: JobSpec, at: DateTime<Utc>) -> RqResult<String> {
         spec.validate()?;
         if !spec.depends_on.is_empty() {
@@ -485,6 +492,13 @@ impl Queue {
         let delay = chrono::Duration::from_std(delay)
             .map_err(|_| RqError::InvalidArgument("delay too large".into()))?;
         self.enqueue_at(spec, Utc::now() + delay).await
+    }
+
+    /// A job by id, with its latest result, as operators and producers read it (RQ's
+    /// `Queue.fetch_job`): `None` once it is gone. Secrets in the view are redacted
+    /// ([`super::jobs::JobView`]).
+    pub async fn fetch_job(&self, id: &str) -> RqResult<Option<super::jobs::JobView>> {
+        super::jobs::view(&self.redis, id).await
     }
 
     /// Number of jobs waiting in the queue.
@@ -581,6 +595,16 @@ mod tests {
             .hash_fields("default", 180, &now, JobStatus::Scheduled)
             .expect("fields");
         assert!(!scheduled.iter().any(|(f, _)| *f == "enqueued_at"));
+    }
+
+    #[test]
+    fn regression_retries_without_intervals_store_python_s_zero_interval() {
+        let spec = JobSpec::new("f").retry(Retry::new(2));
+        let fields = spec
+            .hash_fields("default", 180, &Timestamp::now(), JobStatus::Queued)
+            .expect("fields");
+        let intervals = fields.iter().find(|(f, _)| *f == "retry_intervals");
+        assert_eq!(intervals.map(|(_, v)| v.as_slice()), Some(&b"[0]"[..]));
     }
 
     #[test]

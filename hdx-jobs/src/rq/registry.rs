@@ -1,4 +1,4 @@
-//! The per-queue job registries (rq-protocol.md §1): sorted sets of job ids whose scores are
+//! The per-queue job registries (docs/rq-protocol.md §1): sorted sets of job ids whose scores are
 //! expiry deadlines (finished, failed), enqueue times (scheduled) or registration times.
 
 use redis::aio::ConnectionLike;

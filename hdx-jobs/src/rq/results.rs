@@ -1,4 +1,4 @@
-//! Job results: the stream `rq:results:<id>` (rq-protocol.md §4).
+//! Job results: the stream `rq:results:<id>` (docs/rq-protocol.md §4).
 //!
 //! Each finished execution appends one entry; the newest entry is "the" result. Return values
 //! are base64 of the job's serializer; tracebacks (`exc_string`) are base64 of zlib'd UTF-8 text.
@@ -165,7 +165,7 @@ pub fn encode_return_value(
 mod tests {
     use super::*;
 
-    /// rq-protocol.md §9: exc_string of "ValueError: boom\n" decodes from Python's bytes.
+    /// docs/rq-protocol.md §9: exc_string of "ValueError: boom\n" decodes from Python's bytes.
     #[test]
     fn exc_string_round_trip() {
         let python = "eJwLS8wpTXUtKsovslJIys/P5QIAOewGGQ==";

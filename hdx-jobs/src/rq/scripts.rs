@@ -1,9 +1,9 @@
 //! The Lua scripts that make multi-step RQ operations atomic.
 //!
-//! Python RQ spreads a dequeue, a start or a failure over several round trips and transactions;
-//! a process dying between them leaves jobs half moved (rq-protocol.md §5.2, §5.11). Each script
-//! here does one whole step on the server, leaving exactly the end state Python would, so RQ
-//! tools read it unchanged. Every script is `lua/common.lua` followed by its own file.
+//! Python RQ spreads a dequeue, a start or a failure over several round trips and transactions; a
+//! process dying between them leaves jobs half moved (docs/rq-protocol.md §5.2, §5.11). Each script
+//! here does one whole step on the server, leaving exactly the end state Python would, so RQ tools
+//! read it unchanged. Every script is `lua/common.lua` followed by its own file.
 
 use std::sync::LazyLock;
 

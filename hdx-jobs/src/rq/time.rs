@@ -1,7 +1,7 @@
 //! RQ's timestamps.
 //!
-//! RQ stores three kinds of time and mixing them up breaks Python readers (rq-protocol.md §0.3):
-//! text timestamps in hashes (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, always UTC with a literal `Z`),
+//! RQ stores three kinds of time and mixing them up breaks Python readers (docs/rq-protocol.md
+//! §0.3): text timestamps in hashes (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, always UTC with a literal `Z`),
 //! float epoch seconds in execution hashes and result streams, and integer epoch seconds as
 //! registry scores. [`Timestamp`] captures one instant in all three forms so a transaction writes
 //! consistent values.

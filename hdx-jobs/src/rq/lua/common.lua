@@ -1,5 +1,5 @@
 -- Helpers shared by every hdx-jobs script (this file is prepended to each one).
--- Keys and field meanings follow RQ 2.x: shared/spec/rq-protocol.md, sections in brackets.
+-- Keys and field meanings follow RQ 2.x: docs/rq-protocol.md, whose sections are in brackets.
 -- Scripts build key names from ids, as RQ itself does; they assume one Redis server, not a
 -- cluster (RQ has the same requirement).
 

@@ -1,4 +1,4 @@
--- Take a queue's maintenance lock rq:clean_registries:<q> (rq-protocol.md §5.11).
+-- Take a queue's maintenance lock rq:clean_registries:<q> (docs/rq-protocol.md §5.11).
 -- ARGV: lock key, holder, ttl (ours), rq_ttl (Python RQ's 899), stale_after.
 -- Returns 1 when the caller holds the lock afterwards, 0 when another cleaner does.
 --

@@ -1,4 +1,4 @@
-//! Jobs of the rq-scheduler package (rq-protocol.md §5.17): the old service scheduled its CKAN
+//! Jobs of the rq-scheduler package (docs/rq-protocol.md §5.17): the old service scheduled its CKAN
 //! calls with it, in the global sorted set `rq:scheduler:scheduled_jobs`, pickled. Our
 //! scheduler enqueues them at their time, so switching loses no scheduled call; periodic ones
 //! (`meta` with `interval` or `cron_string`, and `repeat`) are re-added as rq-scheduler would.

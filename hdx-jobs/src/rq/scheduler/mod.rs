@@ -2,7 +2,7 @@
 //!
 //! Every round (each `interval`) it:
 //! - moves due jobs of each queue's `rq:scheduled:<q>` (delayed jobs, retry intervals) into the
-//!   queue (rq-protocol.md §5.16), holding `rq:scheduler-lock:<q>` with RQ 2.10+'s semantics
+//!   queue (docs/rq-protocol.md §5.16), holding `rq:scheduler-lock:<q>` with RQ 2.10+'s semantics
 //!   (the scheduler's name as value, an expiry, renewed every round), so that one scheduler,
 //!   ours or Python's, serves a queue at a time, and another takes over within the lock's
 //!   expiry when the holder dies;

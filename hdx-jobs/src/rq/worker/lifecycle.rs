@@ -1,5 +1,5 @@
-//! A worker's life in Redis: birth, heartbeats, maintenance rounds, death (rq-protocol.md
-//! §5.10, §7).
+//! A worker's life in Redis: birth, heartbeats, maintenance rounds, death
+//! (docs/rq-protocol.md §5.10, §7).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -233,7 +233,7 @@ pub(super) async fn maintenance_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Registers the worker's death (§5.10).
+/// Registers the worker's death (docs/rq-protocol.md §5.10).
 pub(super) async fn death(shared: &Shared) {
     let key = keys::worker(&shared.name);
     let result = shared

@@ -1,4 +1,4 @@
-//! The worker's command channel `rq:pubsub:<name>` (rq-protocol.md §5.9).
+//! The worker's command channel `rq:pubsub:<name>` (docs/rq-protocol.md §5.9).
 
 use std::sync::Arc;
 

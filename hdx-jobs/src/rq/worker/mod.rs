@@ -1,4 +1,4 @@
-//! The worker: takes jobs off queues and runs them (rq-protocol.md §5.2–§5.11).
+//! The worker: takes jobs off queues and runs them (docs/rq-protocol.md §5.2–§5.11).
 //!
 //! One process runs up to `concurrency` jobs at once as tokio tasks. Beside them run:
 //! - the heartbeat, which keeps the worker hash alive and renews the lease (`rq:wip` deadline)
@@ -257,7 +257,7 @@ impl Shared {
     }
 
     /// The lease of a job with this timeout: RQ's forking-worker formula
-    /// `min(timeout, interval) + grace` (§5.3).
+    /// `min(timeout, interval) + grace` (docs/rq-protocol.md §5.3).
     pub(crate) fn lease_secs(&self, timeout: i64) -> i64 {
         let interval = self.options.job_monitoring_interval.as_secs().max(1) as i64;
         let base = if timeout > 0 {
