@@ -1,15 +1,18 @@
 # syntax=docker/dockerfile:1
 # hdx-jobs: one image, one binary; the role is the command (serve, worker, scheduler, events listen).
+# Beside it, hdx-jobs-import: geopreview's import child, the only executable that links GDAL (the
+# worker runs it for each import; hdx-jobs itself never loads libgdal).
 #
 # Targets:
 #   from-source (default, last stage): compiles in an official Rust image (CI elsewhere).
 #     docker build -t hdx-jobs .
-#   from-host: takes a binary built on a Debian 12 host (same glibc, same libgdal32) from the
+#   from-host: takes the binaries built on a Debian 12 host (same glibc, same libgdal32) from the
 #     build context; the runtime stage is the same, so what is smoke-tested is what ships.
 #     podman --runtime runc build --network host --ulimit nofile=8192:8192 --ulimit nproc=8192:8192 \
 #       --format docker --target from-host -t hdx-jobs:test .
 #
-# Build arguments: RUST_IMAGE, DEBIAN_IMAGE (base images), BINARY (from-host: path in the context).
+# Build arguments: RUST_IMAGE, DEBIAN_IMAGE (base images), BINARY and IMPORT_BINARY (from-host:
+# paths of hdx-jobs and hdx-jobs-import in the context).
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
@@ -47,12 +50,13 @@ ENV HDX_JOBS_COMMIT=${HDX_JOBS_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p hdx-jobs-cli \
- && install -m 0755 target/release/hdx-jobs /usr/local/bin/hdx-jobs
+ && install -m 0755 target/release/hdx-jobs target/release/hdx-jobs-import /usr/local/bin/
 
 # --- runtime: what both final targets share --------------------------------------------------
 FROM ${DEBIAN_IMAGE} AS runtime
-# libgdal32 pulls everything the binary links (GDAL, PROJ + proj-data, GEOS, libpq5, libssl3,
-# libcurl) and gdal-data; tini reaps the GDAL import child processes and forwards signals.
+# libgdal32 pulls everything hdx-jobs-import links (GDAL, PROJ + proj-data, GEOS, libpq5,
+# libssl3, libcurl) and gdal-data (hdx-jobs needs only libc); tini reaps the import child
+# processes and forwards signals.
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update \
  && apt-get install -y --no-install-recommends libgdal32 ca-certificates tini \
@@ -75,11 +79,14 @@ USER hdx
 ENTRYPOINT ["tini", "--", "hdx-jobs"]
 CMD ["serve"]
 
-# --- final: a binary built on the host (smoke-tested here) -----------------------------------
+# --- final: binaries built on the host (smoke-tested here) ------------------------------------
+# hdx-jobs looks for hdx-jobs-import in its own folder.
 FROM runtime AS from-host
 ARG BINARY=target/release/hdx-jobs
+ARG IMPORT_BINARY=target/release/hdx-jobs-import
 COPY ${BINARY} /usr/local/bin/hdx-jobs
+COPY ${IMPORT_BINARY} /usr/local/bin/hdx-jobs-import
 
-# --- final (default): the binary compiled in the build stage (CI elsewhere) -------------------
+# --- final (default): the binaries compiled in the build stage (CI elsewhere) -----------------
 FROM runtime AS from-source
-COPY --from=build /usr/local/bin/hdx-jobs /usr/local/bin/hdx-jobs
+COPY --from=build /usr/local/bin/hdx-jobs /usr/local/bin/hdx-jobs-import /usr/local/bin/

@@ -9,7 +9,9 @@
 #   scripts/image.sh build    only build localhost/hdx-jobs:test
 #
 # HDX_JOBS_BINARY: the binary to put in the image (default target/release/hdx-jobs; build it
-# with `cargo build --release --locked -p hdx-jobs-cli`). KEEP=1 leaves the containers running.
+# with `cargo build --release --locked -p hdx-jobs-cli`, which builds hdx-jobs-import beside it);
+# HDX_JOBS_IMPORT_BINARY: geopreview's import child (default: hdx-jobs-import beside
+# HDX_JOBS_BINARY). KEEP=1 leaves the containers running.
 #
 # No container registry is reachable here: the Debian base is made with mmdebstrap and imported
 # under the name the Dockerfile pulls elsewhere (debian:bookworm-slim), and the `from-host`
@@ -21,6 +23,7 @@ root=$(pwd)
 say() { echo "[image] $*" >&2; }
 
 binary=${HDX_JOBS_BINARY:-target/release/hdx-jobs}
+import_binary=${HDX_JOBS_IMPORT_BINARY:-$(dirname "$binary")/hdx-jobs-import}
 tag=localhost/hdx-jobs:test
 base=localhost/debian:bookworm-slim
 # Host-network ports, free and above the ephemeral range (scripts/free-port.sh says why).
@@ -131,18 +134,28 @@ if ! podman image exists "$base"; then
 fi
 
 # The images: hdx-jobs from the host binary; Redis and PostGIS for the stack, from Debian.
-[ -x "$binary" ] || { say "$binary is missing: cargo build --release --locked -p hdx-jobs-cli"; exit 1; }
+for file in "$binary" "$import_binary"; do
+  [ -x "$file" ] || { say "$file is missing: cargo build --release --locked -p hdx-jobs-cli"; exit 1; }
+done
 # The build context holds only this copy of target/ (.dockerignore).
 mkdir -p target/image
 cp "$binary" target/image/hdx-jobs
-say "building $tag from $binary (target from-host)"
+cp "$import_binary" target/image/hdx-jobs-import
+say "building $tag from $binary and $import_binary (target from-host)"
 previous=$(podman image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
-build --target from-host --build-arg BINARY=target/image/hdx-jobs -t "$tag" .
+build --target from-host --build-arg BINARY=target/image/hdx-jobs \
+  --build-arg IMPORT_BINARY=target/image/hdx-jobs-import -t "$tag" .
 current=$(podman image inspect -f '{{.Id}}' "$tag")
 # The previous :test, now untagged (the cached layers of the runtime stage stay).
 [ -z "$previous" ] || [ "$previous" = "$current" ] || podman rmi "$previous" >/dev/null 2>&1 || true
 [ -n "$(podman image inspect -f '{{.Config.Healthcheck}}' "$tag")" ] \
   || { say "$tag has no HEALTHCHECK (built in OCI format?)"; exit 1; }
+# Both executables run in the image (hdx-jobs-import with the GDAL runtime it links).
+for program in hdx-jobs hdx-jobs-import; do
+  version=$(podman run --rm --no-healthcheck --entrypoint "$program" "$tag" --version) \
+    || { say "$program does not run in $tag"; exit 1; }
+  say "image: $version"
+done
 for image in postgis:15 redis:7; do
   podman image exists "localhost/hdx-$image" && continue
   say "building localhost/hdx-$image from docker/${image%%:*}.Dockerfile"

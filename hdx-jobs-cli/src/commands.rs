@@ -367,6 +367,12 @@ async fn work(args: WorkArgs, redis: RedisClient, config: &Config) -> anyhow::Re
         started_entry: args.started_entry,
         ..WorkerOptions::default()
     };
+    // Geopreview jobs run `hdx-jobs-import` beside `hdx-jobs`: say at once when it is missing,
+    // rather than at each job.
+    let import = hdx_jobs::geo::child::ChildCommand::from_config(&config.geopreview);
+    if let Err(e) = import.check() {
+        tracing::warn!("{e}; geopreview jobs will fail");
+    }
     let worker = Worker::new(redis, hdx_jobs::hdx::task_registry(config), options)?;
     tokio::spawn(stop_on_signals(worker.stop_handle()));
     worker.run().await?;

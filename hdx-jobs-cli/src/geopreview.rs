@@ -1,5 +1,6 @@
 //! `hdx-jobs geopreview`: the geopreview pipeline run locally (no queue, no CKAN report), layer
-//! deletion and cleanup, and the hidden `import-child` the worker runs GDAL in.
+//! deletion and cleanup. The import itself runs in a child process, `hdx-jobs-import` beside
+//! `hdx-jobs`, as in the worker: `hdx-jobs` does not link GDAL.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,11 +8,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use hdx_jobs::config::Config;
 use hdx_jobs::geo::archive::ArchiveLimits;
-use hdx_jobs::geo::child::{self, ChildCommand};
+use hdx_jobs::geo::child::ChildCommand;
 use hdx_jobs::geo::config::GisDbConfig;
 use hdx_jobs::geo::download::DownloadSettings;
 use hdx_jobs::geo::pipeline::{self, Progress, Settings, Source};
@@ -48,9 +48,6 @@ pub enum GeopreviewCommand {
         #[arg(long)]
         db_url: Option<String>,
     },
-    /// Internal: run one GDAL import (request on stdin, JSON lines on stdout).
-    #[command(hide = true)]
-    ImportChild,
 }
 
 /// `hdx-jobs geopreview import`.
@@ -103,13 +100,6 @@ pub async fn run(command: GeopreviewCommand, config: &Config) -> anyhow::Result<
             force,
             db_url,
         } => cleanup(config, db_url, apply, force).await,
-        GeopreviewCommand::ImportChild => {
-            let code = tokio::task::spawn_blocking(|| {
-                child::child_main(std::io::stdin().lock(), std::io::stdout().lock())
-            })
-            .await?;
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-        }
     }
 }
 
@@ -120,6 +110,9 @@ async fn import(args: ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
         Source::File(PathBuf::from(&args.source))
     };
     let geo = &config.geopreview;
+    // The import runs in `hdx-jobs-import` (HDX_GEO_IMPORT_PROGRAM): said before anything starts.
+    let child = ChildCommand::from_config(geo);
+    child.check()?;
     let settings = Settings {
         table_prefix: geo.table_name_prefix.clone(),
         tmp_dir: geo.tmp_dir.clone().into(),
@@ -140,10 +133,7 @@ async fn import(args: ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
             max_bytes: geo.max_extracted_mb.saturating_mul(1024 * 1024),
             max_entries: geo.max_archive_entries,
         },
-        child: match &geo.import_program {
-            Some(_) => ChildCommand::from_config(geo),
-            None => ChildCommand::current_exe().context("cannot find the hdx-jobs executable")?,
-        },
+        child,
         deadline: args
             .timeout
             .map(|secs| Instant::now() + Duration::from_secs(secs)),

@@ -1544,6 +1544,51 @@ fn the_import_child_starts_with_a_cleared_environment_and_limits() {
     }
 }
 
+/// The import runs in `hdx-jobs-import`, beside `hdx-jobs` (which does not link GDAL): where it is
+/// missing (here HDX_GEO_IMPORT_PROGRAM names a file that does not exist), the CLI says what
+/// geopreview needs before starting, a worker says it at start, and a job fails as a failed
+/// import, the worker carrying on.
+#[test]
+fn a_missing_import_executable_is_named() {
+    let geo = Geo::new();
+    let missing = geo.made("hdx-jobs-import");
+    let missing_text = missing.to_str().expect("utf-8");
+    let expected =
+        format!("geopreview needs hdx-jobs-import beside hdx-jobs: {missing_text} is missing");
+    let output = geo
+        .command()
+        .env("HDX_GEO_IMPORT_PROGRAM", &missing)
+        .args(["geopreview", "import"])
+        .arg(testkit::sample("geo/districts.geojson"))
+        .args(["--resource-id", "no-import"])
+        .output()
+        .expect("run hdx-jobs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(geo.tables("pre_no_import").is_empty());
+
+    let mut worker = geo.worker(&[("HDX_GEO_IMPORT_PROGRAM", missing_text)]);
+    testkit::eventually("the worker's warning", Duration::from_secs(30), || {
+        worker.log().contains(&expected).then_some(())
+    });
+    let url = geo.serve_file("districts.geojson", sample_bytes("districts.geojson"));
+    geo.enqueue_pickle(&geo.job_dict("no-import", Some(&url)), 60);
+    assert_eq!(
+        geo.shape_info("no-import"),
+        failure_info(
+            "pre_no_import",
+            "PushingToPostgisException",
+            "pushing-to-postgis-problem",
+            "Problem during ogr2ogr import to postgis"
+        )
+    );
+    assert!(
+        worker.child.try_wait().expect("try_wait").is_none(),
+        "worker alive"
+    );
+}
+
 /// The database's host, user and password never reach CKAN, whatever fails; without an API key
 /// or CKAN URL nothing can be reported and the job itself fails as `WrongConfigurationException`.
 #[test]

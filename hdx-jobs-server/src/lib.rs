@@ -15,11 +15,14 @@ pub mod routes;
 pub mod tiles;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{middleware, Router};
 use hdx_jobs::RedisClient;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -231,10 +234,34 @@ fn describe_security(api: &mut utoipa::openapi::OpenApi, config: &ServerConfig) 
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
     let m = config.monitor_path.clone();
-    let api = openapi(&config);
+    // The OpenAPI document is written on the first request for it and kept as JSON text: built
+    // at start and held as a tree (by the route and its copies), it was most of an idle server's
+    // heap (~1 MB).
+    let api_config = config.clone();
+    let api_json: Arc<OnceLock<Bytes>> = Arc::default();
     let (documented, _) = documented_routes();
     documented
-        .route("/openapi.json", get(move || async move { Json(api) }))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = api_json
+                    .get_or_init(|| match serde_json::to_vec(&openapi(&api_config)) {
+                        Ok(json) => Bytes::from(json),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot write the OpenAPI document");
+                            Bytes::new()
+                        }
+                    })
+                    .clone();
+                async move {
+                    if json.is_empty() {
+                        ApiError::internal("cannot write the OpenAPI document").into_response()
+                    } else {
+                        ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+                    }
+                }
+            }),
+        )
         .route(&m, get(monitor::page))
         .route(&format!("{m}/"), get(monitor::page))
         .route(&format!("{m}/api/overview"), get(monitor::overview))

@@ -28,8 +28,10 @@
 //!
 //! - `hdx` (default): every feature below, what HDX's binaries run;
 //! - `geo`: the `geo` module (geopreview: GIS files into PostGIS layers, layer upkeep, vector
-//!   tiles) with gdal, tokio-postgres and zip. The only feature that needs a system library:
-//!   libgdal (its headers and `pkg-config` to build, e.g. Debian's `libgdal-dev`);
+//!   tiles) with tokio-postgres and zip. GDAL is not linked here: each import runs in a child
+//!   process, the `hdx-jobs-import` executable (its code is the `hdx-jobs-import` crate, the only
+//!   one that links libgdal), found beside the running executable or named by
+//!   `HDX_GEO_IMPORT_PROGRAM` (`geo::child`);
 //! - `analytics`: the `analytics` module (the Mixpanel and Google Analytics 4 job);
 //! - `events`: the `events` module (change detection, the event bus on Redis Streams, its
 //!   consumer, stream statistics) with pulldown-cmark;

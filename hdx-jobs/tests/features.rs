@@ -1,6 +1,8 @@
 //! The crate features keep their promise: without default features the dependency tree has none
-//! of the heavy crates of HDX's tasks (GDAL, PostGIS clients, zip, Markdown), and with them it
-//! has them all, so this test notices if a feature stops enabling what it should, too.
+//! of the heavy crates of HDX's tasks (PostGIS clients, zip, Markdown), and with them it has them
+//! all, so this test notices if a feature stops enabling what it should, too. GDAL is in no
+//! feature: only the hdx-jobs-import crate (the import child) links it, so no `hdx-jobs` process
+//! loads libgdal.
 //!
 //! It asks `cargo tree` (the cargo running the tests) about the workspace's lock file, offline:
 //! no network, no build.
@@ -9,14 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The crates only HDX's tasks need.
-const HEAVY: [&str; 6] = [
-    "gdal",
-    "gdal-sys",
-    "tokio-postgres",
-    "postgres",
-    "zip",
-    "pulldown-cmark",
-];
+const HEAVY: [&str; 4] = ["tokio-postgres", "postgres", "zip", "pulldown-cmark"];
 
 /// The crate names of hdx-jobs' normal dependency tree (no dev or build dependencies) built
 /// with `features`, one per line.
@@ -63,4 +58,15 @@ fn the_default_features_bring_them() {
         }
         assert!(crates.iter().any(|c| c == name), "no {name} in {crates:?}");
     }
+}
+
+#[test]
+fn no_feature_brings_gdal() {
+    let crates = tree(&["--all-features"]);
+    assert!(crates.iter().any(|c| c == "zip"), "{crates:?}");
+    let gdal: Vec<&String> = crates.iter().filter(|c| c.starts_with("gdal")).collect();
+    assert!(
+        gdal.is_empty(),
+        "hdx-jobs depends on {gdal:?}: GDAL belongs in hdx-jobs-import only"
+    );
 }

@@ -2,10 +2,12 @@
 //! error, a crash in C code or a runaway import kills only that process; the worker records a
 //! failure and carries on.
 //!
-//! The child is the worker's own executable run as `hdx-jobs geopreview import-child` (a
-//! hidden subcommand that calls [`child_main`]); the program is configurable
-//! ([`ChildCommand`], `HDX_GEO_IMPORT_PROGRAM`) because a library user or a test binary is not
-//! `hdx-jobs`. The protocol is JSON: the parent writes one [`ImportRequest`] on the child's
+//! The child is `hdx-jobs-import` ([`IMPORT_PROGRAM`]), an executable installed beside
+//! `hdx-jobs`: only it links GDAL (the `hdx-jobs-import` crate, whose `child_main` calls
+//! [`child_main`] here with the GDAL import), so the worker, the server and every other
+//! `hdx-jobs` process never load libgdal and its hundred-odd shared libraries. The program is
+//! configurable ([`ChildCommand`], `HDX_GEO_IMPORT_PROGRAM`) for library users and tests; it
+//! runs without arguments. The protocol is JSON: the parent writes one [`ImportRequest`] on the child's
 //! stdin (the database password travels there, never in argv or the environment) and the child
 //! writes JSON lines on stdout: `{"progress": 0.42}` now and then, and one
 //! `{"report": ImportReport}` at the end. Its stderr is kept (the last few KB) for the logs.
@@ -19,7 +21,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -27,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::import::{self, ImportReport, ImportRequest};
+use super::import::{ImportReport, ImportRequest};
 
-/// The subcommand that runs [`child_main`].
-pub const CHILD_ARGS: [&str; 2] = ["geopreview", "import-child"];
+/// The import executable's name: the default child is the file of this name beside the running
+/// executable ([`ChildCommand::beside_current_exe`]).
+pub const IMPORT_PROGRAM: &str = "hdx-jobs-import";
 
 /// Most of the child's stderr kept for the logs.
 const STDERR_KEPT: usize = 8 * 1024;
@@ -59,7 +62,7 @@ pub const DEFAULT_MAX_MEMORY_MB: u64 = 4096;
 pub struct ChildCommand {
     /// The program.
     pub program: PathBuf,
-    /// Its arguments.
+    /// Its arguments (none for `hdx-jobs-import`).
     pub args: Vec<OsString>,
     /// Its address-space limit in bytes.
     pub max_memory_bytes: u64,
@@ -77,29 +80,50 @@ pub struct ChildLimits {
 }
 
 impl ChildCommand {
-    /// `PROGRAM geopreview import-child`.
+    /// `PROGRAM`, without arguments.
     pub fn new(program: impl Into<PathBuf>) -> Self {
         ChildCommand {
             program: program.into(),
-            args: CHILD_ARGS.iter().map(OsString::from).collect(),
+            args: Vec::new(),
             max_memory_bytes: DEFAULT_MAX_MEMORY_MB * 1024 * 1024,
         }
     }
 
-    /// The running executable (right when it is `hdx-jobs`).
-    pub fn current_exe() -> std::io::Result<Self> {
-        std::env::current_exe().map(Self::new)
+    /// `hdx-jobs-import` in the folder of the running executable (where it is installed beside
+    /// `hdx-jobs`, and where cargo builds it).
+    pub fn beside_current_exe() -> std::io::Result<Self> {
+        std::env::current_exe().map(|exe| Self::new(exe.with_file_name(IMPORT_PROGRAM)))
     }
 
-    /// `HDX_GEO_IMPORT_PROGRAM` when set, else the running executable, else `hdx-jobs` on the
-    /// PATH.
+    /// `HDX_GEO_IMPORT_PROGRAM` when set, else `hdx-jobs-import` beside the running executable,
+    /// else `hdx-jobs-import` on the PATH.
     pub fn from_config(config: &super::config::GeopreviewConfig) -> Self {
         let mut command = match &config.import_program {
             Some(program) => Self::new(program),
-            None => Self::current_exe().unwrap_or_else(|_| Self::new("hdx-jobs")),
+            None => Self::beside_current_exe().unwrap_or_else(|_| Self::new(IMPORT_PROGRAM)),
         };
         command.max_memory_bytes = config.import_max_memory_mb.saturating_mul(1024 * 1024);
         command
+    }
+
+    /// Whether the program can be found (a path names a file; a bare name is looked up on the
+    /// PATH); [`ChildError::Missing`] when not. Spawning says the same, but only at the first
+    /// import: the worker and the CLI ask at start.
+    pub fn check(&self) -> Result<(), ChildError> {
+        let found = if self.program.components().count() > 1 {
+            self.program.is_file()
+        } else {
+            std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| dir.join(&self.program).is_file())
+            })
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(ChildError::Missing {
+                program: self.program.display().to_string(),
+            })
+        }
     }
 }
 
@@ -112,6 +136,15 @@ pub enum ChildError {
     /// The job was cancelled; the child was killed.
     #[error("the import was cancelled")]
     Cancelled,
+    /// The program does not exist.
+    #[error(
+        "geopreview needs {IMPORT_PROGRAM} beside hdx-jobs: {program} is missing (install it \
+         there, or name the import program with HDX_GEO_IMPORT_PROGRAM)"
+    )]
+    Missing {
+        /// The program.
+        program: String,
+    },
     /// The program could not be started.
     #[error("cannot start the import process {program}: {message}")]
     Spawn {
@@ -164,9 +197,17 @@ impl ChildProcess {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         confine(&mut process, limits);
-        let child = process.spawn().map_err(|e| ChildError::Spawn {
-            program: program.clone(),
-            message: e.to_string(),
+        let child = process.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ChildError::Missing {
+                    program: program.clone(),
+                }
+            } else {
+                ChildError::Spawn {
+                    program: program.clone(),
+                    message: e.to_string(),
+                }
+            }
         })?;
         Ok(ChildProcess { child, program })
     }
@@ -293,12 +334,18 @@ fn confine(process: &mut tokio::process::Command, limits: ChildLimits) {
     }
 }
 
-/// The child's side: reads the request on `input`, unpacks the file when it is an archive,
-/// imports, writes progress and the report on `output`. Returns the process exit code (0 when a
-/// report was written, whatever it says).
-pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
-    // Load the drivers while the parent is still getting the file.
-    import::prepare();
+/// The child's side, with the import given (the `hdx-jobs-import` crate gives GDAL's): calls
+/// `prepare` (GDAL loads its drivers while the parent is still getting the file), reads the
+/// request on `input`, unpacks the file when it is an archive, runs `import` on the request and
+/// the file to import, writes progress and the report on `output`. Returns the process exit code
+/// (0 when a report was written, whatever it says).
+pub fn child_main(
+    input: impl std::io::Read,
+    output: impl Write,
+    prepare: impl FnOnce(),
+    import: impl FnOnce(&ImportRequest, &Path, &mut dyn FnMut(f64)) -> ImportReport,
+) -> i32 {
+    prepare();
     let mut output = std::io::LineWriter::new(output);
     let mut reader = std::io::BufReader::new(input);
     let mut text = String::new();
@@ -328,7 +375,7 @@ pub fn child_main(input: impl std::io::Read, output: impl Write) -> i32 {
                 }
             }
         };
-        import::import(&request, &source, &mut write_progress)
+        import(&request, &source, &mut write_progress)
     };
     write_report(&mut output, report)
 }
@@ -343,5 +390,96 @@ fn write_report(output: &mut impl Write, report: ImportReport) -> i32 {
             0
         }
         _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::archive::ArchiveLimits;
+
+    #[test]
+    fn the_default_child_is_hdx_jobs_import_beside_the_executable() {
+        let command = ChildCommand::beside_current_exe().expect("current exe");
+        let exe = std::env::current_exe().expect("current exe");
+        assert_eq!(command.program.parent(), exe.parent());
+        assert_eq!(command.program.file_name(), Some(IMPORT_PROGRAM.as_ref()));
+        assert!(command.args.is_empty());
+    }
+
+    #[test]
+    fn a_missing_program_says_what_geopreview_needs() {
+        let missing = ChildCommand::new("/nonexistent/hdx-jobs-import");
+        let error = missing.check().expect_err("missing");
+        assert!(
+            error
+                .to_string()
+                .starts_with("geopreview needs hdx-jobs-import beside hdx-jobs: "),
+            "{error}"
+        );
+        assert!(ChildCommand::new("sh").check().is_ok(), "found on the PATH");
+        assert!(ChildCommand::new("/bin/sh").check().is_ok());
+    }
+
+    #[test]
+    fn the_child_side_reads_the_request_and_writes_progress_and_the_report() {
+        let dir = std::env::temp_dir();
+        let request = ImportRequest {
+            source: dir.join("layer.geojson"),
+            work_dir: dir.clone(),
+            archive: ArchiveLimits {
+                max_bytes: 1,
+                max_entries: 1,
+            },
+            schema: "public".into(),
+            table: "t".into(),
+            conninfo: String::new(),
+        };
+        let input = serde_json::to_vec(&request).expect("json");
+        let mut output = Vec::new();
+        let mut prepared = false;
+        let code = child_main(
+            input.as_slice(),
+            &mut output,
+            || prepared = true,
+            |got, source, progress| {
+                assert_eq!(got.table, "t");
+                assert_eq!(
+                    source,
+                    got.source.as_path(),
+                    "not an archive: imported as it is"
+                );
+                for step in 0..=4 {
+                    progress(f64::from(step) / 4.0);
+                }
+                ImportReport {
+                    ok: true,
+                    fixes: Vec::new(),
+                    attempts: Vec::new(),
+                    source_features: Some(3),
+                    unpack_failure: None,
+                }
+            },
+        );
+        assert_eq!(code, 0);
+        assert!(prepared);
+        let lines: Vec<Message> = String::from_utf8(output)
+            .expect("utf-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a protocol line"))
+            .collect();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert!(matches!(lines[4], Message::Progress(f) if f >= 1.0));
+        assert!(matches!(&lines[5], Message::Report(r) if r.ok && r.source_features == Some(3)));
+
+        let mut output = Vec::new();
+        let code = child_main(
+            &b"not json\n"[..],
+            &mut output,
+            || (),
+            |_, _, _| unreachable!("no import without a request"),
+        );
+        assert_eq!(code, 2);
+        assert!(output.is_empty());
     }
 }

@@ -76,8 +76,8 @@ pub struct GeopreviewConfig {
     /// 1000); beyond it the import fails as `file-too-large`.
     pub max_archive_entries: usize,
     /// `HDX_GEO_IMPORT_PROGRAM` (hdx-jobs addition): the program that runs an import in a child
-    /// process as `PROGRAM geopreview import-child` (default: the running executable, which is
-    /// `hdx-jobs` in a deployment).
+    /// process, without arguments (default: `hdx-jobs-import` beside the running executable,
+    /// where a deployment installs it beside `hdx-jobs`).
     pub import_program: Option<String>,
     /// `HDX_GEO_IMPORT_MAX_MEMORY_MB` (hdx-jobs addition): the address space an import child may
     /// use (default 4096); beyond it the import fails and the worker carries on.

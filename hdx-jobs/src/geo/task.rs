@@ -140,8 +140,8 @@ pub struct CreatePreviewTask {
 }
 
 impl CreatePreviewTask {
-    /// The task as `hdx-jobs work` runs it: imports in children of the running executable (or
-    /// `HDX_GEO_IMPORT_PROGRAM`).
+    /// The task as `hdx-jobs work` runs it: imports in `hdx-jobs-import` children, the
+    /// executable beside the running one (or `HDX_GEO_IMPORT_PROGRAM`).
     pub fn new(config: &Config) -> Self {
         Self::with_child(config, ChildCommand::from_config(&config.geopreview))
     }

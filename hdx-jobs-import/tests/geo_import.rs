@@ -1,15 +1,16 @@
 //! The GDAL import and the database steps of geopreview, against real GDAL and PostGIS: each
 //! repair rule exercised by a file that needs it (made here with ogr2ogr), degraded imports
 //! refused, staging tables swapped in with tidy names, leftovers swept; and the project's
-//! samples (`samples/geo/`) give their known results (samples/README.md). The whole pipeline
-//! (child process, worker, CKAN) is tested in hdx-jobs-cli/tests/geopreview.rs, where the
-//! `hdx-jobs` binary exists.
+//! samples (`samples/geo/`) give their known results (samples/README.md); the child's entry point
+//! speaks the protocol of `hdx_jobs::geo::child`. The whole pipeline (the `hdx-jobs-import` child
+//! process, worker, CKAN) is tested in hdx-jobs-cli/tests/geopreview.rs, where the `hdx-jobs` and
+//! `hdx-jobs-import` executables exist.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hdx_jobs::geo::config::GisDbConfig;
-use hdx_jobs::geo::import::{self, Fix, ImportReport, ImportRequest};
+use hdx_jobs::geo::import::{Fix, ImportReport, ImportRequest};
 use hdx_jobs::geo::{db, metadata, staging};
 use hdx_jobs::secret::Secret;
 use testkit::geo::sample_results::*;
@@ -26,8 +27,8 @@ fn gis_db(pg: &TestPostgres) -> GisDbConfig {
     }
 }
 
-fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
-    let request = ImportRequest {
+fn request(pg: &TestPostgres, source: &Path, table: &str) -> ImportRequest {
+    ImportRequest {
         source: source.to_path_buf(),
         work_dir: source.parent().unwrap_or(Path::new("/tmp")).to_path_buf(),
         archive: hdx_jobs::geo::archive::ArchiveLimits {
@@ -41,9 +42,13 @@ fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
             .expect("conninfo")
             .expose()
             .to_string(),
-    };
+    }
+}
+
+fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
+    let request = request(pg, source, table);
     let mut fractions = Vec::new();
-    let report = import::import(&request, source, &mut |f| fractions.push(f));
+    let report = hdx_jobs_import::import(&request, source, &mut |f| fractions.push(f));
     if report.ok {
         assert!(
             fractions.last().is_some_and(|f| *f >= 0.99),
@@ -188,6 +193,45 @@ fn each_repair_rule_is_applied_when_a_file_needs_it() {
 
 /// Each sample (and the shapefiles made from them) imports with the results samples/README.md
 /// gives: the repair rules it needs, its rows, box and fields, and its non-ASCII text intact.
+/// `hdx-jobs-import`'s entry point, as the worker drives it: the request as one JSON line in,
+/// progress lines and one report out; a bad request gets exit code 2 and no report.
+#[test]
+fn the_child_entry_point_speaks_the_protocol() {
+    let pg = TestPostgres::new();
+    let source = testkit::sample("geo/districts.geojson");
+    let request = serde_json::to_vec(&request(&pg, &source, "t_child")).expect("json");
+    let mut output = Vec::new();
+    assert_eq!(
+        hdx_jobs_import::child_main(request.as_slice(), &mut output),
+        0
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output)
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let (report, progress) = lines.split_last().expect("lines");
+    assert!(
+        progress.iter().all(|line| line["progress"].is_f64()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        progress.last().map(|l| l["progress"].clone()),
+        Some(1.0.into())
+    );
+    let report: ImportReport = serde_json::from_value(report["report"].clone()).expect("a report");
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.source_features, Some(4));
+    assert_eq!(
+        query_one(&pg, "SELECT count(*)::text FROM public.t_child"),
+        "4"
+    );
+
+    let mut output = Vec::new();
+    assert_eq!(hdx_jobs_import::child_main(&b"{}\n"[..], &mut output), 2);
+    assert!(output.is_empty());
+}
+
 #[test]
 fn the_samples_import_with_their_known_results() {
     let pg = TestPostgres::new();
