@@ -1,7 +1,8 @@
-//! HTTP API throughput and latency: `POST /api/send-analytics` and `GET /api/add-layer/...` at
-//! 16 connections with wrk, against hdx-jobs-server and, in the same run, the old Flask
-//! endpoints under gunicorn (2 workers, one per core), with the load generator, the server and
-//! Redis on this host.
+//! HTTP API throughput and latency: `POST /api/send-analytics`, `GET /api/add-layer/...` and
+//! `POST /api/create-change-events` (the bundled CKAN dataset pair, 18 KB) at 16 connections
+//! with wrk, against hdx-jobs-server and, in the same run, the old Flask endpoints under
+//! gunicorn (2 workers, one per core), with the load generator, the server and Redis on this
+//! host.
 //!
 //! ```sh
 //! scripts/bench.sh http
@@ -45,15 +46,71 @@ fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> (f64, String) {
     (rps, p99)
 }
 
-fn measure(label: &str, base: &str, seconds: u64, script: &Path, rows: &mut Vec<String>) {
-    let (rps, p99) = wrk(&format!("{base}/api/send-analytics"), seconds, Some(script));
+/// Checks that the run enqueued jobs on `queue` (an endpoint that answers without enqueuing
+/// must not pass for a fast one), then empties the database for the next run.
+fn enqueued(test: &TestRedis, queue: &str) {
+    let jobs: u64 = test.query(testkit::redis::cmd("LLEN").arg(format!("rq:queue:{queue}")));
+    assert!(jobs > 0, "nothing was enqueued on {queue}");
+    let _: () = test.query(&mut testkit::redis::cmd("FLUSHDB"));
+}
+
+fn measure(
+    label: &str,
+    base: &str,
+    seconds: u64,
+    scripts: &Scripts,
+    test: &TestRedis,
+    rows: &mut Vec<String>,
+) {
+    let (rps, p99) = wrk(
+        &format!("{base}/api/send-analytics"),
+        seconds,
+        Some(&scripts.analytics),
+    );
+    enqueued(test, "analytics_q");
     rows.push(format!(
         "| {label} | POST /api/send-analytics | {rps:.0} | {p99} |"
     ));
     let (rps, p99) = wrk(&format!("{base}{ADD_LAYER}"), seconds, None);
+    enqueued(test, "geo_q");
     rows.push(format!(
         "| {label} | GET /api/add-layer/... | {rps:.0} | {p99} |"
     ));
+    let (rps, p99) = wrk(
+        &format!("{base}/api/create-change-events"),
+        seconds,
+        Some(&scripts.change_events),
+    );
+    enqueued(test, "event_q");
+    rows.push(format!(
+        "| {label} | POST /api/create-change-events ({} KB) | {rps:.0} | {p99} |",
+        scripts.change_events_bytes / 1000
+    ));
+}
+
+/// wrk scripts of the POST requests.
+struct Scripts {
+    analytics: std::path::PathBuf,
+    change_events: std::path::PathBuf,
+    change_events_bytes: usize,
+}
+
+/// Writes a wrk script POSTing `body` as JSON (the body in a file beside it, read by the script).
+fn post_script(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir();
+    let body_path = dir.join(format!("hdx-jobs-bench-{name}.json"));
+    std::fs::write(&body_path, body).expect("body file");
+    let script = dir.join(format!("hdx-jobs-bench-{name}.lua"));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             local f = io.open({:?})\nwrk.body = f:read(\"*a\")\nf:close()\n",
+            body_path.display().to_string()
+        ),
+    )
+    .expect("wrk script");
+    script
 }
 
 fn main() {
@@ -66,14 +123,21 @@ fn main() {
         binary.exists(),
         "build it first: cargo build --release -p hdx-jobs-cli (scripts/bench.sh does)"
     );
-    let script = std::env::temp_dir().join("hdx-jobs-bench-post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = '{ANALYTICS_BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        ),
-    )
-    .expect("wrk script");
+    let read = |name: &str| -> serde_json::Value {
+        let path = testkit::sample(&format!("ckan/{name}"));
+        serde_json::from_slice(&std::fs::read(&path).expect("sample")).expect("sample JSON")
+    };
+    let change_events = serde_json::json!({
+        "username": "bench",
+        "old_dataset_dict": read("dataset_old.json"),
+        "new_dataset_dict": read("dataset_new.json"),
+    })
+    .to_string();
+    let scripts = Scripts {
+        analytics: post_script("analytics", ANALYTICS_BODY),
+        change_events_bytes: change_events.len(),
+        change_events: post_script("change-events", &change_events),
+    };
     let test = TestRedis::new();
     let mut rows = Vec::new();
 
@@ -89,13 +153,23 @@ fn main() {
                 "--bind",
                 &format!("127.0.0.1:{port}"),
             ])
+            // Off by default (as in the old service): the endpoint would answer without
+            // enqueuing, which is not what is measured.
+            .env("EVENTS_API_ENABLED", "true")
             .stdout(Stdio::null())
             .spawn()
             .expect("hdx-jobs serve"),
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_until_up(&base);
-    measure("hdx-jobs-server", &base, seconds, &script, &mut rows);
+    measure(
+        "hdx-jobs-server",
+        &base,
+        seconds,
+        &scripts,
+        &test,
+        &mut rows,
+    );
     drop(server);
 
     let port = free_port();
@@ -123,7 +197,8 @@ fn main() {
         "old Flask app, gunicorn -w 2",
         &base,
         seconds,
-        &script,
+        &scripts,
+        &test,
         &mut rows,
     );
     drop(flask);

@@ -1,4 +1,4 @@
-"""The old service's two hottest endpoints, as its Flask app implemented them (enqueue with rq,
+"""The old service's enqueue endpoints, as its Flask app implemented them (enqueue with rq,
 answer JSON), for benches/http.rs to measure under gunicorn beside hdx-jobs-server.
 
 Run: REDIS_URL=redis://127.0.0.1:6379/13 gunicorn -w 2 -b 127.0.0.1:PORT flask_api:app
@@ -13,6 +13,7 @@ app = Flask(__name__)
 redis = Redis.from_url(os.environ["REDIS_URL"])
 geo_q = Queue("geo_q", connection=redis)
 analytics_q = Queue("analytics_q", connection=redis)
+event_q = Queue("event_q", connection=redis)
 
 
 @app.route("/api/add-layer/dataset/<string:dataset_id>/resource/<string:resource_id>", methods=["GET"])
@@ -37,3 +38,11 @@ def send_analytics():
     analytics_q.enqueue_call(func="analyticsapi.tasks.send_event.send_event_task", args=[request.get_json()],
                              timeout=180)
     return jsonify({"success": True})
+
+
+@app.route("/api/create-change-events", methods=["POST"])
+def create_change_events():
+    # The old eventapi view: the body goes to detect_changes as it came.
+    event_q.enqueue_call(func="eventapi.tasks.detect_changes.detect_changes", args=[request.get_json()],
+                         timeout=180)
+    return jsonify({"state": "success"})

@@ -3,12 +3,16 @@
 //! (malformed JSON, wrong types, missing fields, wrong content type, oversized bodies) come out
 //! in that shape with a 4xx status instead of axum's plain text.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -110,30 +114,53 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let detail = rejection.body_text();
-        match status {
+/// The 415 of a body that is not declared JSON (Flask's words).
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        "415 Unsupported Media Type: Did not attempt to load JSON data because the request \
+         Content-Type was not 'application/json'.",
+    )
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 "413 Request Entity Too Large: The data value transmitted exceeds the capacity limit.",
             ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-                status,
-                "UnsupportedMediaType",
-                "415 Unsupported Media Type: Did not attempt to load JSON data because the request \
-                 Content-Type was not 'application/json'.",
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("400 Bad Request: {}", rejection.body_text()),
             ),
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::new(status, "BadRequest", format!("422 Unprocessable Entity: {detail}")),
-            _ => ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", format!("400 Bad Request: {detail}")),
         }
     }
 }
 
+/// `application/json` or any `application/*+json`, parameters allowed (axum's rule).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
 /// A JSON body that must be an object and must also decode as `T` (the endpoint's contract);
 /// the handler gets both: the typed view to read, the original object to enqueue unchanged.
+///
+/// The body is parsed once, straight from its bytes, and `T` is read from that tree without
+/// copying it: the enqueue endpoints' cost is mostly this parse (a change-events body is tens
+/// of kilobytes).
 pub struct CheckedJson<T> {
     /// The body as it came.
     pub raw: Value,
@@ -149,7 +176,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(raw) = Json::<Value>::from_request(req, state).await?;
+        if !is_json(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await?;
+        let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("400 Bad Request: Failed to parse the request body as JSON: {e}"),
+            )
+        })?;
         if !raw.is_object() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -157,7 +194,7 @@ where
                 "422 Unprocessable Entity: the body must be a JSON object",
             ));
         }
-        let typed = serde_json::from_value(raw.clone()).map_err(|e| {
+        let typed = T::deserialize(&raw).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "BadRequest",
@@ -165,6 +202,28 @@ where
             )
         })?;
         Ok(CheckedJson { raw, typed })
+    }
+}
+
+/// A JSON object that a request must carry, checked without being copied (the handler enqueues
+/// the raw body, which holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
     }
 }
 
@@ -230,4 +289,44 @@ pub enum JsonBodyErrors {
     /// Wrong types or missing fields.
     #[response(status = 422, description = "Wrong types or missing fields")]
     Invalid(ErrorBody),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_as_axum_and_flask_do() {
+        let headers = |value: &str| {
+            let mut map = HeaderMap::new();
+            map.insert(CONTENT_TYPE, value.parse().expect("header"));
+            map
+        };
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_json(&headers(yes)), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "json",
+        ] {
+            assert!(!is_json(&headers(no)), "{no}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn any_object_takes_objects_only() {
+        assert!(serde_json::from_str::<AnyObject>(r#"{"a": [1, {"b": null}]}"#).is_ok());
+        for not_an_object in ["[]", "1", "\"x\"", "null"] {
+            assert!(serde_json::from_str::<AnyObject>(not_an_object).is_err());
+        }
+    }
 }

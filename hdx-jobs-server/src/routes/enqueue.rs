@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody, JsonBodyErrors};
+use crate::error::{
+    AnyObject, ApiError, ApiPath, ApiQuery, CheckedJson, ErrorBody, JsonBodyErrors,
+};
 use crate::AppState;
 
 /// Enqueues one job with the old call shape: one positional argument, the dict. Every job gets
@@ -197,10 +199,10 @@ pub struct ChangeEventsRequest {
     /// The dataset before (`null` for a new dataset).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub old_dataset_dict: Option<Map<String, Value>>,
+    pub old_dataset_dict: Option<AnyObject>,
     /// The dataset after.
     #[schema(value_type = Object)]
-    pub new_dataset_dict: Map<String, Value>,
+    pub new_dataset_dict: AnyObject,
 }
 
 /// `{"state": "success"}` or `{"state": "failure", "message": ...}`.

@@ -105,6 +105,13 @@ pub enum PayloadError {
     Encode(String),
 }
 
+/// Payloads up to this size are stored as they are. RQ (1.x and 2.x) reads a `data` field
+/// that is not zlib as it is (its fallback on `zlib.error`), and so do we; compressing a payload
+/// of a few kilobytes cost more than anything else in an enqueue (a fifth of the CPU of the
+/// change-events endpoint) to save a few kilobytes of Redis memory for the minutes the job lives.
+/// Bigger payloads are compressed, as Python does.
+pub const UNCOMPRESSED_MAX: usize = 64 * 1024;
+
 /// A decoded job call: what to run and with which arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallPayload {
@@ -119,22 +126,9 @@ pub struct CallPayload {
 }
 
 impl CallPayload {
-    /// Encodes the call as a job's `data` field: zlib of the serialized 4-tuple.
+    /// Encodes the call as a job's `data` field (see [`encode_call`]).
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
-        let tuple = Value::Array(vec![
-            Value::String(self.func_name.clone()),
-            Value::Null,
-            Value::Array(self.args.clone()),
-            Value::Object(self.kwargs.clone()),
-        ]);
-        let bytes = match self.serializer {
-            Serializer::Json => to_python_json(&tuple),
-            // A list where Python writes a tuple: RQ unpacks either.
-            Serializer::Pickle => {
-                pickle::encode(&tuple).map_err(|e| PayloadError::Encode(e.to_string()))?
-            }
-        };
-        Ok(zlib_compress(&bytes))
+        encode_call(&self.func_name, &self.args, &self.kwargs, self.serializer)
     }
 
     /// Decodes a job's `data` field, detecting the serializer.
@@ -202,14 +196,47 @@ impl CallPayload {
     /// RQ's default description: a Python-style call string, each argument's repr cut to 75
     /// characters, keyword arguments sorted. E.g. `mod.func({'import_id': 42}, k='v')`.
     pub fn description(&self) -> String {
-        let mut parts: Vec<String> = self.args.iter().map(truncated_repr).collect();
-        let mut keys: Vec<&String> = self.kwargs.keys().collect();
-        keys.sort();
-        for k in keys {
-            parts.push(format!("{k}={}", truncated_repr(&self.kwargs[k])));
-        }
-        format!("{}({})", self.func_name, parts.join(", "))
+        call_description(&self.func_name, &self.args, &self.kwargs)
     }
+}
+
+/// A job's `data` field for a call: the serialized 4-tuple `(func_name, None, args, kwargs)`,
+/// zlib-compressed when it is longer than [`UNCOMPRESSED_MAX`]. Takes the parts by reference:
+/// an enqueue does not copy its arguments.
+pub fn encode_call(
+    func_name: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+    serializer: Serializer,
+) -> Result<Vec<u8>, PayloadError> {
+    let bytes = match serializer {
+        Serializer::Json => to_python_json(&Value::Array(vec![
+            Value::String(func_name.to_string()),
+            Value::Null,
+            Value::Array(args.to_vec()),
+            Value::Object(kwargs.clone()),
+        ])),
+        // A list where Python writes a tuple: RQ unpacks either.
+        Serializer::Pickle => pickle::encode_call(func_name, args, kwargs)
+            .map_err(|e| PayloadError::Encode(e.to_string()))?,
+    };
+    Ok(if bytes.len() <= UNCOMPRESSED_MAX {
+        bytes
+    } else {
+        zlib_compress(&bytes)
+    })
+}
+
+/// RQ's description of a call: `func(repr(arg), key=repr(value))`, each repr cut at 75
+/// characters, keyword arguments sorted.
+pub fn call_description(func_name: &str, args: &[Value], kwargs: &Map<String, Value>) -> String {
+    let mut parts: Vec<String> = args.iter().map(truncated_repr).collect();
+    let mut keys: Vec<&String> = kwargs.keys().collect();
+    keys.sort();
+    for k in keys {
+        parts.push(format!("{k}={}", truncated_repr(&kwargs[k])));
+    }
+    format!("{func_name}({})", parts.join(", "))
 }
 
 /// Encodes a value (a result or meta) with the given serializer.
@@ -301,65 +328,110 @@ pub fn to_python_json(value: &Value) -> Vec<u8> {
     python_json::dumps(value).into_bytes()
 }
 
-/// Python's `repr` of a JSON value, cut like RQ's description (75 characters + `...`).
+/// Characters of an argument's repr that a description keeps (RQ's cut).
+const DESCRIPTION_REPR_CHARS: usize = 75;
+
+/// Python's `repr` of a JSON value, cut like RQ's description (75 characters + `...`). Only the
+/// beginning is written: a repr stops growing once it holds enough bytes for 76 characters (4
+/// bytes each at most), so a big argument costs no more than a small one.
 fn truncated_repr(value: &Value) -> String {
-    let repr = python_repr(value);
-    if repr.chars().count() > 75 {
-        let cut: String = repr.chars().take(75).collect();
-        format!("{cut}...")
-    } else {
-        repr
+    let mut repr = String::new();
+    write_repr(&mut repr, value, 4 * (DESCRIPTION_REPR_CHARS + 1));
+    match repr.char_indices().nth(DESCRIPTION_REPR_CHARS) {
+        Some((cut, _)) => format!("{}...", &repr[..cut]),
+        None => repr,
     }
 }
 
 /// Python's `repr` of a JSON value: `{'a': 1}`, `'text'`, `True`, `None`, `[1, 2]`.
 pub fn python_repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_repr(&mut out, value, usize::MAX);
+    out
+}
+
+/// Appends the repr of `value` to `out`, stopping (mid-way) once `out` holds `stop` bytes.
+fn write_repr(out: &mut String, value: &Value, stop: usize) {
+    if out.len() >= stop {
+        return;
+    }
     match value {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => python_json::number(n),
-        Value::String(s) => python_str_repr(s),
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => out.push_str(&python_json::number(n)),
+        Value::String(s) => write_str_repr(out, s, stop),
         Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(python_repr).collect();
-            format!("[{}]", inner.join(", "))
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if out.len() >= stop {
+                    return;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_repr(out, item, stop);
+            }
+            out.push(']');
         }
         Value::Object(map) => {
-            let inner: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", python_str_repr(k), python_repr(v)))
-                .collect();
-            format!("{{{}}}", inner.join(", "))
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if out.len() >= stop {
+                    return;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_str_repr(out, k, stop);
+                out.push_str(": ");
+                write_repr(out, v, stop);
+            }
+            out.push('}');
         }
     }
 }
 
+#[cfg(test)]
 fn python_str_repr(s: &str) -> String {
+    let mut out = String::new();
+    write_str_repr(&mut out, s, usize::MAX);
+    out
+}
+
+/// Appends Python's repr of a string, stopping once `out` holds `stop` bytes.
+fn write_str_repr(out: &mut String, s: &str, stop: usize) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
         '\''
     };
-    let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
+    // Runs of characters that need no escape are copied whole (descriptions are long).
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape: Option<std::borrow::Cow<'static, str>> = match c {
+            '\\' => Some("\\\\".into()),
+            '\n' => Some("\\n".into()),
+            '\r' => Some("\\r".into()),
+            '\t' => Some("\\t".into()),
+            c if c == quote => Some(if c == '\'' { "\\'" } else { "\\\"" }.into()),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
+                Some(format!("\\x{:02x}", c as u32).into())
             }
-            c => out.push(c),
+            _ => None,
+        };
+        if let Some(escape) = escape {
+            out.push_str(&s[start..i]);
+            out.push_str(&escape);
+            start = i + c.len_utf8();
+            if out.len() >= stop {
+                return;
+            }
         }
     }
+    out.push_str(&s[start..]);
     out.push(quote);
-    out
 }
 
 #[cfg(test)]
@@ -377,7 +449,78 @@ mod tests {
 
     const FUNC: &str = "importapi.tasks.create_preview.create_preview_task";
 
-    /// docs/rq-protocol.md §3.3: the JSON bytes before zlib.
+    #[test]
+    fn strings_are_quoted_as_python_s_repr_quotes_them() {
+        // Expected values printed by Python 3.11's repr().
+        for (text, repr) in [
+            ("it's", r#""it's""#),
+            ("a'b\"c", r#"'a\'b"c'"#),
+            ("tab\tend\n", r"'tab\tend\n'"),
+            ("\u{1}\u{7f}", r"'\x01\x7f'"),
+            ("é ünï", "'é ünï'"),
+            ("back\\slash", r"'back\\slash'"),
+            ("", "''"),
+        ] {
+            assert_eq!(python_str_repr(text), repr, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_description_cut_early_equals_the_whole_repr_cut() {
+        let cut = |text: String| -> String {
+            if text.chars().count() > 75 {
+                format!("{}...", text.chars().take(75).collect::<String>())
+            } else {
+                text
+            }
+        };
+        let values = [
+            json!({"name": "é".repeat(200), "tags": [{"a": "it's"}, null, true, 1.5]}),
+            json!(["\u{1}\t'\"".repeat(40), {"k": "ünï"}]),
+            json!({"short": 1}),
+            json!("x".repeat(74)),
+            json!("x".repeat(75)),
+            json!("x".repeat(76)),
+            json!("日本語".repeat(100)),
+        ];
+        for value in values {
+            assert_eq!(truncated_repr(&value), cut(python_repr(&value)), "{value}");
+        }
+    }
+
+    #[test]
+    fn pickled_calls_from_borrowed_parts_equal_the_whole_value_pickled() {
+        let args = vec![json!({"a": [1, 2, {"b": null}]}), json!("x")];
+        let mut kwargs = Map::new();
+        kwargs.insert("k".into(), json!([true, 2.5]));
+        let whole = json!(["f.g", null, args.clone(), kwargs.clone()]);
+        assert_eq!(
+            pickle::encode_call("f.g", &args, &kwargs).expect("call"),
+            pickle::encode(&whole).expect("value")
+        );
+    }
+
+    #[test]
+    fn small_payloads_are_stored_raw_and_big_ones_compressed() {
+        let call = |text: &str| CallPayload {
+            func_name: "f".into(),
+            args: vec![json!(text)],
+            kwargs: Map::new(),
+            serializer: Serializer::Pickle,
+        };
+        let small = call("x").encode().expect("encode");
+        assert_eq!(small[0], 0x80, "a raw pickle");
+        let big = call(&"y".repeat(UNCOMPRESSED_MAX))
+            .encode()
+            .expect("encode");
+        assert_eq!(big[0], 0x78, "zlib");
+        for data in [small, big] {
+            assert_eq!(CallPayload::decode(&data).expect("decode").func_name, "f");
+        }
+    }
+
+    /// docs/rq-protocol.md §3.3: the JSON bytes Python writes (before its zlib; a payload this
+    /// small is stored as it is).
     #[test]
     fn json_payload_matches_python_bytes() {
         let call = CallPayload {
@@ -387,8 +530,8 @@ mod tests {
             serializer: Serializer::Json,
         };
         let data = call.encode().expect("encode");
-        assert_eq!(&data[..2], &[0x78, 0x9c]);
         let raw = zlib_decompress_or_raw(&data);
+        assert_eq!(raw, data, "stored uncompressed");
         assert_eq!(
             String::from_utf8(raw).expect("utf8"),
             format!("[\"{FUNC}\", null, [{{\"import_id\": 42}}], {{}}]")

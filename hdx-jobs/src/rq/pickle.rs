@@ -212,12 +212,36 @@ pub fn leading_string(bytes: &[u8]) -> Option<String> {
 /// lists. Fails only on a value nested deeper than the default [`Limits::max_depth`], which
 /// [`decode`] would not read back.
 pub fn encode(value: &Value) -> Result<Vec<u8>, PickleError> {
+    write_pickle(&[], vec![Write::Value(value, 0)])
+}
+
+/// [`encode`] of RQ's call `(func_name, None, args, kwargs)` (as a list: RQ unpacks either),
+/// from borrowed parts: a job's arguments are written without being copied into one value.
+pub fn encode_call(
+    func_name: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Vec<u8>, PickleError> {
+    // Last first, as on the task stack.
+    let tasks = vec![
+        Write::Opcode(op::APPENDS),
+        Write::Map(kwargs, 1),
+        Write::List(args, 1),
+        Write::Opcode(op::NONE),
+        Write::Key(func_name),
+        Write::Opcode(op::MARK),
+    ];
+    write_pickle(&[op::EMPTY_LIST], tasks)
+}
+
+/// Writes the protocol header, `prefix`, then the tasks (last first), then STOP.
+fn write_pickle(prefix: &[u8], mut tasks: Vec<Write<'_>>) -> Result<Vec<u8>, PickleError> {
     let max_depth = Limits::default().max_depth;
     let mut out = vec![op::PROTO, 4];
-    // What remains to write, last first. Values carry the level of the container holding them.
-    let mut tasks = vec![Write::Value(value, 0)];
+    out.extend_from_slice(prefix);
+    // Values carry the level of the container holding them.
     while let Some(task) = tasks.pop() {
-        let (value, level) = match task {
+        let (items, map, level) = match task {
             Write::Opcode(code) => {
                 out.push(code);
                 continue;
@@ -226,46 +250,59 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, PickleError> {
                 write_text(&mut out, key);
                 continue;
             }
-            Write::Value(value, level) => (value, level),
+            Write::Value(value, level) => match value {
+                Value::Null => {
+                    out.push(op::NONE);
+                    continue;
+                }
+                Value::Bool(true) => {
+                    out.push(op::NEWTRUE);
+                    continue;
+                }
+                Value::Bool(false) => {
+                    out.push(op::NEWFALSE);
+                    continue;
+                }
+                Value::Number(number) => {
+                    write_number(&mut out, number);
+                    continue;
+                }
+                Value::String(text) => {
+                    write_text(&mut out, text);
+                    continue;
+                }
+                Value::Array(items) => (Some(items.as_slice()), None, level),
+                Value::Object(map) => (None, Some(map), level),
+            },
+            Write::List(items, level) => (Some(items), None, level),
+            Write::Map(map, level) => (None, Some(map), level),
         };
-        match value {
-            Value::Null => out.push(op::NONE),
-            Value::Bool(true) => out.push(op::NEWTRUE),
-            Value::Bool(false) => out.push(op::NEWFALSE),
-            Value::Number(number) => write_number(&mut out, number),
-            Value::String(text) => write_text(&mut out, text),
-            Value::Array(items) => {
-                let level = level + 1;
-                if level > max_depth {
-                    return Err(PickleError::TooDeep(max_depth));
-                }
-                out.push(op::EMPTY_LIST);
-                schedule_batches(
-                    &mut tasks,
-                    items,
-                    [op::APPEND, op::APPENDS],
-                    |item, tasks| {
-                        tasks.push(Write::Value(item, level));
-                    },
-                );
-            }
-            Value::Object(map) => {
-                let level = level + 1;
-                if level > max_depth {
-                    return Err(PickleError::TooDeep(max_depth));
-                }
-                out.push(op::EMPTY_DICT);
-                let entries: Vec<(&String, &Value)> = map.iter().collect();
-                schedule_batches(
-                    &mut tasks,
-                    &entries,
-                    [op::SETITEM, op::SETITEMS],
-                    |&(key, value), tasks| {
-                        tasks.push(Write::Value(value, level));
-                        tasks.push(Write::Key(key));
-                    },
-                );
-            }
+        let level = level + 1;
+        if level > max_depth {
+            return Err(PickleError::TooDeep(max_depth));
+        }
+        if let Some(items) = items {
+            out.push(op::EMPTY_LIST);
+            schedule_batches(
+                &mut tasks,
+                items,
+                [op::APPEND, op::APPENDS],
+                |item, tasks| {
+                    tasks.push(Write::Value(item, level));
+                },
+            );
+        } else if let Some(map) = map {
+            out.push(op::EMPTY_DICT);
+            let entries: Vec<(&String, &Value)> = map.iter().collect();
+            schedule_batches(
+                &mut tasks,
+                &entries,
+                [op::SETITEM, op::SETITEMS],
+                |&(key, value), tasks| {
+                    tasks.push(Write::Value(value, level));
+                    tasks.push(Write::Key(key));
+                },
+            );
         }
     }
     out.push(op::STOP);
@@ -1789,6 +1826,10 @@ fn open_json(
 enum Write<'a> {
     /// A value, and the level of the container holding it (0 at the root).
     Value(&'a Value, usize),
+    /// A list of values not held in one [`Value`] (a call's arguments), and its level.
+    List(&'a [Value], usize),
+    /// A dict not held in one [`Value`] (a call's keyword arguments), and its level.
+    Map(&'a Map<String, Value>, usize),
     Key(&'a str),
     Opcode(u8),
 }

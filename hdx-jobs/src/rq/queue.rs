@@ -14,7 +14,7 @@ use super::error::{RqError, RqResult};
 use super::job::{is_valid_job_id, new_job_id, JobStatus};
 use super::keys;
 use super::metrics;
-use super::payload::{self, CallPayload, Serializer};
+use super::payload::{self, Serializer};
 use super::registry::Registry;
 use super::scripts;
 use super::time::Timestamp;
@@ -211,16 +211,11 @@ impl JobSpec {
         status: JobStatus,
     ) -> RqResult<Vec<(&'static str, Vec<u8>)>> {
         let serializer = self.serializer.unwrap_or_else(payload::default_serializer);
-        let call = CallPayload {
-            func_name: self.func_name.clone(),
-            args: self.args.clone(),
-            kwargs: self.kwargs.clone(),
-            serializer,
-        };
+        let data = payload::encode_call(&self.func_name, &self.args, &self.kwargs, serializer)?;
         let ts = now.text().into_bytes();
         let mut fields: Vec<(&'static str, Vec<u8>)> = vec![
             ("created_at", ts.clone()),
-            ("data", call.encode()?),
+            ("data", data),
             ("success_callback_name", Vec::new()),
             ("failure_callback_name", Vec::new()),
             ("stopped_callback_name", Vec::new()),
@@ -234,7 +229,9 @@ impl JobSpec {
                 "description",
                 self.description
                     .clone()
-                    .unwrap_or_else(|| call.description())
+                    .unwrap_or_else(|| {
+                        payload::call_description(&self.func_name, &self.args, &self.kwargs)
+                    })
                     .into_bytes(),
             ),
         ];
