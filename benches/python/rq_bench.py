@@ -8,7 +8,6 @@ import time
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
-from rq.serializers import JSONSerializer
 
 
 def main():
@@ -23,7 +22,8 @@ def main():
     redis = Redis.from_url(opts.url)
 
     if opts.command == "enqueue":
-        queue = Queue("pyenq", connection=redis, serializer=JSONSerializer)
+        # RQ's default serializer (pickle), as HDX's Python side and hdx-jobs both write.
+        queue = Queue("pyenq", connection=redis)
         start = time.perf_counter()
         for _ in range(opts.jobs):
             queue.enqueue("pyjobs.noop")
@@ -39,7 +39,7 @@ def main():
         print(f"enqueue, Python RQ Queue.enqueue_many (1,000 per pipeline)\t{rate:.0f} jobs/s")
     else:
         cls = SimpleWorker if opts.kind == "simple" else Worker
-        worker = cls(["py"], connection=redis, serializer=JSONSerializer)
+        worker = cls(["py"], connection=redis)
         worker.log.setLevel("WARNING")
         worker.work(burst=True, logging_level="WARNING")
 
