@@ -72,11 +72,12 @@ async fn enqueue_writes_the_python_job_layout() {
     assert!(hdx_jobs::rq::time::parse_ts(&job["created_at"]).is_some());
     assert!(hdx_jobs::rq::time::parse_ts(&job["enqueued_at"]).is_some());
     let raw: Vec<u8> = test.query(redis::cmd("HGET").arg(format!("rq:job:{id}")).arg("data"));
-    assert_eq!(&raw[..2], &[0x78, 0x9c], "zlib");
+    // A payload this small is stored as it is (RQ reads a data field that is not zlib as is).
     assert_eq!(
-        String::from_utf8(zlib_decompress_or_raw(&raw)).expect("utf8"),
+        String::from_utf8(raw.clone()).expect("utf8"),
         r#"["exptasks.echo", null, [{"import_id": 42}], {}]"#
     );
+    assert_eq!(zlib_decompress_or_raw(&raw), raw);
     for key in [
         format!("rq:job:{id}"),
         format!("rq:job:{id}:dependents"),
