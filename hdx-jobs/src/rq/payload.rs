@@ -290,6 +290,13 @@ pub fn zlib_compress(bytes: &[u8]) -> Vec<u8> {
 /// Decompresses zlib data, at most `max` bytes of output (more is [`PayloadError::TooLarge`]);
 /// like RQ, takes the bytes as they are when they are not zlib.
 pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<Vec<u8>, PayloadError> {
+    if !looks_like_zlib(bytes) {
+        return if bytes.len() > max {
+            Err(PayloadError::TooLarge(max))
+        } else {
+            Ok(bytes.to_vec())
+        };
+    }
     let mut out = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     match ZlibDecoder::new(bytes).take(limit).read_to_end(&mut out) {
@@ -300,8 +307,23 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<Vec<u8>, PayloadEr
     }
 }
 
+/// True when `bytes` start with a zlib header (deflate, a window of at most 32 KiB, the check
+/// bits right). Anything else is taken as it is without setting up a decoder, whose state
+/// (tens of KB, zeroed) costs more than reading a small payload.
+fn looks_like_zlib(bytes: &[u8]) -> bool {
+    match bytes {
+        [cmf, flg, ..] => {
+            cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0
+        }
+        _ => false,
+    }
+}
+
 /// The first `n` bytes of the decompressed data (or of the raw bytes when they are not zlib).
 fn decompress_prefix(bytes: &[u8], n: usize) -> Vec<u8> {
+    if !looks_like_zlib(bytes) {
+        return bytes[..n.min(bytes.len())].to_vec();
+    }
     let mut out = vec![0u8; n];
     let mut decoder = ZlibDecoder::new(bytes);
     let mut filled = 0;
@@ -498,6 +520,14 @@ mod tests {
             pickle::encode_call("f.g", &args, &kwargs).expect("call"),
             pickle::encode(&whole).expect("value")
         );
+    }
+
+    #[test]
+    fn zlib_headers_are_told_from_pickles_and_json() {
+        assert!(looks_like_zlib(&zlib_compress(b"x")));
+        for raw in [&b"\x80\x04..."[..], b"[\"f\", null]", b"{}", b"", b"x"] {
+            assert!(!looks_like_zlib(raw), "{raw:?}");
+        }
     }
 
     #[test]
