@@ -606,6 +606,11 @@ mod tests {
         let call = CallPayload::decode(br#"["m.f", null, [1], {"a": 2}]"#).expect("decode");
         assert_eq!(call.args, vec![json!(1)]);
         assert_eq!(call.kwargs["a"], json!(2));
+        // An uncompressed payload over the limit fails like a compressed one.
+        assert!(matches!(
+            decompress_bounded(&[b' '; 100], 10),
+            Err(PayloadError::TooLarge(10))
+        ));
     }
 
     #[test]

@@ -172,9 +172,9 @@ end
 
 -- Per-minute outcome counts, for the monitor's chart (rq/history.rs): one hash per hour,
 -- `hdx:history:<hour start>`, fields `<minute start>\t<event>\t<queue>`, each hash expiring
--- a day after its hour ends, so the history keeps itself small.
-local function count_history(event, queue)
-  local now = math.floor(server_now())
+-- a day after its hour ends, so the history keeps itself small. `now`: whole seconds of the
+-- calling script's server clock (no second TIME per job).
+local function count_history(event, queue, now)
   local hour = now - now % 3600
   local key = 'hdx:history:' .. hour
   redis.call('HINCRBY', key, (now - now % 60) .. '\t' .. event .. '\t' .. queue, 1)
@@ -184,9 +184,9 @@ end
 -- Cluster-wide job metrics, read by the HTTP server's /metrics (our own keys, `hdx:` prefix):
 -- a counter per event, queue and task, and a duration histogram (one bucket per job; the
 -- reader makes it cumulative).
-local function count_job(event, queue, func, duration, bucket)
+local function count_job(event, queue, func, duration, bucket, now)
   redis.call('HINCRBY', 'hdx:metrics:jobs', event .. '\t' .. queue .. '\t' .. func, 1)
-  count_history(event, queue)
+  count_history(event, queue, now)
   if bucket ~= '' then
     redis.call('HINCRBY', 'hdx:metrics:durations', queue .. '\t' .. func .. '\t' .. bucket, 1)
     redis.call('HINCRBYFLOAT', 'hdx:metrics:durations', queue .. '\t' .. func .. '\tsum', duration)

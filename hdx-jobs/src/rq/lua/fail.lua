@@ -34,7 +34,7 @@ if mode == 'interrupted' then
   worker_job_done(w, id, ARGV[13], 'hdx_interrupted_job_count', ARGV[12])
   if redis.call('EXISTS', jk) == 0 then return 'gone' end
   push_job(id, origin, ts, true)
-  count_job('interrupted', origin, func, ARGV[12], '')
+  count_job('interrupted', origin, func, ARGV[12], '', now_s)
   return 'requeued'
 end
 worker_job_done(w, id, ARGV[13], 'failed_job_count', ARGV[12])
@@ -63,7 +63,7 @@ if mode ~= 'stopped' and allow_retry and retries > 0 then
   end
   local ttl = hget_num(jk, 'ttl')
   if ttl and ttl > 0 then expire_job(id, ttl) end
-  count_job(mode == 'abandoned' and 'abandoned' or 'retried', origin, func, ARGV[12], bucket)
+  count_job(mode == 'abandoned' and 'abandoned' or 'retried', origin, func, ARGV[12], bucket, now_s)
   return result
 end
 
@@ -95,5 +95,5 @@ if failure_ttl_field then
   end
 end
 if mode ~= 'stopped' then release_dependents(id, ts, true) end
-count_job(mode == 'failed' and 'failed' or mode, origin, func, ARGV[12], bucket)
+count_job(mode == 'failed' and 'failed' or mode, origin, func, ARGV[12], bucket, now_s)
 return status

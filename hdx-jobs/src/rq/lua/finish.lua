@@ -16,7 +16,7 @@ local jk = job_key(id)
 local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[8])
 end_execution(id, x, origin)
 worker_job_done(w, id, ARGV[11], 'successful_job_count', ARGV[10])
-count_job('finished', origin, ARGV[12], ARGV[10], ARGV[13])
+count_job('finished', origin, ARGV[12], ARGV[10], ARGV[13], now_s)
 if redis.call('EXISTS', jk) == 0 then return 1 end
 
 redis.call('HSET', jk, 'status', 'finished', 'ended_at', ts, 'last_heartbeat', ts)
