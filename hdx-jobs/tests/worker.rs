@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -1071,4 +1072,109 @@ async fn regression_poison_payloads_fail_their_job_and_nothing_else() {
         Some("finished"),
         "the worker went on"
     );
+}
+
+/// Successes that end together are written by one script call (`worker/successes.rs`): each
+/// job must still get its own complete record, and the worker hash, the metrics and the
+/// history must count every job exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successes_written_together_are_each_recorded_and_counted_once() {
+    let test = TestRedis::new();
+    let redis = client(&test);
+    let queue = Queue::new(redis.clone(), "default").expect("queue");
+    let n = 300;
+    let mut specs: Vec<JobSpec> = (0..n - 1)
+        .map(|i| JobSpec::new(builtin::ECHO).arg(i))
+        .collect();
+    specs.push(JobSpec::new(builtin::ECHO).arg("gone").result_ttl(0));
+    let ids = queue.enqueue_many(specs).await.expect("enqueue");
+    let parent = &ids[0];
+    let child = queue
+        .enqueue(
+            JobSpec::new(builtin::ECHO)
+                .arg("child")
+                .depends_on(parent.clone()),
+        )
+        .await
+        .expect("enqueue dependent");
+
+    let options = WorkerOptions {
+        concurrency: 32,
+        ..fast_options(&["default"])
+    };
+    let worker = start_worker(&redis, TaskRegistry::with_builtins(), options);
+    // Every job plus the dependent, counted on the worker hash.
+    let total = n + 1;
+    let worker_key = format!("rq:worker:{}", worker.name);
+    let deadline = Instant::now() + WAIT;
+    let worker_hash = loop {
+        let hash: HashMap<String, String> = test.query(redis::cmd("HGETALL").arg(&worker_key));
+        if hash.get("successful_job_count") == Some(&total.to_string()) {
+            break hash;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not finished in time: {hash:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let report = worker.stop().await;
+
+    assert_eq!(report.succeeded, total as u64);
+    assert_eq!(worker_hash["hdx_running"], "0");
+    assert_eq!(worker_hash["state"], "idle");
+    assert!(!worker_hash.contains_key("current_job"), "{worker_hash:?}");
+    assert!(
+        worker_hash["total_working_time"]
+            .parse::<f64>()
+            .expect("time")
+            > 0.0
+    );
+
+    for (i, id) in ids.iter().enumerate().take(n - 1) {
+        let result = latest(&redis, id).await.expect("result");
+        assert_eq!(
+            result.return_value,
+            Some(json!({"args": [i], "kwargs": {}}))
+        );
+        assert_eq!(status(&test, id).as_deref(), Some("finished"));
+    }
+    assert_eq!(
+        status(&test, &ids[n - 1]),
+        None,
+        "result_ttl 0 deletes the job"
+    );
+    assert_eq!(
+        status(&test, &child).as_deref(),
+        Some("finished"),
+        "dependent released"
+    );
+    assert!(zmembers(&test, "rq:wip:default").is_empty());
+    let executions: Vec<String> = test.query(redis::cmd("KEYS").arg("rq:execution*"));
+    assert!(executions.is_empty(), "{executions:?}");
+
+    let counted: HashMap<String, i64> = test.query(redis::cmd("HGETALL").arg("hdx:metrics:jobs"));
+    assert_eq!(
+        counted[&format!("finished\tdefault\t{}", builtin::ECHO)],
+        total as i64
+    );
+    let histogram: HashMap<String, String> =
+        test.query(redis::cmd("HGETALL").arg("hdx:metrics:durations"));
+    let bucketed: i64 = histogram
+        .iter()
+        .filter(|(k, _)| !k.ends_with("\tsum"))
+        .map(|(_, v)| v.parse::<i64>().expect("count"))
+        .sum();
+    assert_eq!(bucketed, total as i64);
+    let hours: Vec<String> = test.query(redis::cmd("KEYS").arg("hdx:history:*"));
+    let mut in_history = 0;
+    for hour in hours {
+        let minutes: HashMap<String, i64> = test.query(redis::cmd("HGETALL").arg(&hour));
+        in_history += minutes.values().sum::<i64>();
+        assert!(
+            ttl(&test, &hour) > 86_400,
+            "the history hash expires a day after its hour"
+        );
+    }
+    assert_eq!(in_history, total as i64);
 }

@@ -1,6 +1,6 @@
 //! Jobs finished, failed, retried… per minute, for the monitor's chart.
 //!
-//! The workers' outcome scripts (`lua/common.lua`, `count_history`) add one to
+//! The workers' outcome scripts (`lua/common.lua`, `tally_job`) add one to
 //! `hdx:history:<hour start>`, field `<minute start>\t<event>\t<queue>`, in the same atomic step
 //! that records the outcome, on Redis's clock. One hash per hour keeps a day of history in a
 //! few dozen small hashes, each expiring a day after its hour ends: nothing has to trim it, and

@@ -16,10 +16,10 @@
 //! our reader (`rq/pickle.rs`, `Limits`), JSON within serde_json's nesting limit. A payload over a
 //! limit is an error naming the limit, which fails its job; nothing here can abort the process.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+use flate2::{write::ZlibEncoder, Compression};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -297,13 +297,38 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<Vec<u8>, PayloadEr
             Ok(bytes.to_vec())
         };
     }
-    let mut out = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    match ZlibDecoder::new(bytes).take(limit).read_to_end(&mut out) {
-        Ok(_) if out.len() > max => Err(PayloadError::TooLarge(max)),
-        Ok(_) => Ok(out),
-        Err(_) if bytes.len() > max => Err(PayloadError::TooLarge(max)),
-        Err(_) => Ok(bytes.to_vec()),
+    match inflate(bytes, max.saturating_add(1)) {
+        Inflated::Whole(out) if out.len() <= max => Ok(out),
+        Inflated::Whole(_) | Inflated::Cut(_) => Err(PayloadError::TooLarge(max)),
+        Inflated::Broken if bytes.len() > max => Err(PayloadError::TooLarge(max)),
+        Inflated::Broken => Ok(bytes.to_vec()),
+    }
+}
+
+/// What [`inflate`] made of a zlib stream.
+enum Inflated {
+    /// The whole output (the stream ended within the limit).
+    Whole(Vec<u8>),
+    /// The first `limit` bytes of a longer output.
+    Cut(Vec<u8>),
+    /// Not a valid zlib stream (corrupt or truncated).
+    Broken,
+}
+
+/// Inflates `bytes` (a zlib stream), stopping after `limit` bytes of output. miniz_oxide's
+/// one-shot decoder writes into the output vector itself, without the 32 KiB window a streaming
+/// decoder zeroes for every payload (it cost a worker more than the rest of a small job), and
+/// refuses back-references past the start of the output.
+fn inflate(bytes: &[u8], limit: usize) -> Inflated {
+    use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
+    match decompress_to_vec_zlib_with_limit(bytes, limit) {
+        Ok(out) => Inflated::Whole(out),
+        Err(e) if e.status == TINFLStatus::HasMoreOutput => {
+            let mut out = e.output;
+            out.truncate(limit);
+            Inflated::Cut(out)
+        }
+        Err(_) => Inflated::Broken,
     }
 }
 
@@ -324,18 +349,10 @@ fn decompress_prefix(bytes: &[u8], n: usize) -> Vec<u8> {
     if !looks_like_zlib(bytes) {
         return bytes[..n.min(bytes.len())].to_vec();
     }
-    let mut out = vec![0u8; n];
-    let mut decoder = ZlibDecoder::new(bytes);
-    let mut filled = 0;
-    while filled < n {
-        match decoder.read(&mut out[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(_) => return bytes[..n.min(bytes.len())].to_vec(),
-        }
+    match inflate(bytes, n) {
+        Inflated::Whole(out) | Inflated::Cut(out) => out,
+        Inflated::Broken => bytes[..n.min(bytes.len())].to_vec(),
     }
-    out.truncate(filled);
-    out
 }
 
 /// Decompresses zlib data for display (exception texts), capped at [`max_payload_bytes`]; like
@@ -686,6 +703,25 @@ mod tests {
         let deep = zlib_compress(&deep);
         assert_eq!(CallPayload::func_name_of(&deep).as_deref(), Some("m.f"));
         assert!(CallPayload::decode(&deep).is_err());
+    }
+
+    /// Whole, cut and broken streams, one after another: each is read on its own.
+    #[test]
+    fn whole_cut_and_broken_streams_are_told_apart() {
+        let long: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let short = b"short payload".to_vec();
+        let long_z = zlib_compress(&long);
+        let short_z = zlib_compress(&short);
+        let truncated = &long_z[..long_z.len() / 2];
+        assert_eq!(decompress_prefix(&long_z, 10), long[..10].to_vec());
+        assert_eq!(decompress_bounded(&short_z, 100).expect("short"), short);
+        // A stream that stops early is not zlib to RQ: taken as it is.
+        assert_eq!(
+            decompress_bounded(truncated, 10_000_000).expect("raw"),
+            truncated
+        );
+        assert_eq!(decompress_bounded(&long_z, 10_000_000).expect("long"), long);
+        assert_eq!(decompress_bounded(&short_z, 100).expect("short"), short);
     }
 
     #[test]

@@ -23,13 +23,6 @@ local function hget_num(key, field)
   return tonumber(v)
 end
 
--- Flat HGETALL reply -> table.
-local function to_map(flat)
-  local m = {}
-  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
-  return m
-end
-
 -- The enqueue writes of [5.1] for a job whose hash exists already (promotion, retry,
 -- requeue, released dependents).
 local function push_job(id, origin, ts, at_front)
@@ -42,9 +35,11 @@ local function push_job(id, origin, ts, at_front)
   end
 end
 
--- Expire (or persist, for -1) the job hash and its two helper sets [6].
-local function expire_job(id, ttl)
-  local keys = {job_key(id), job_key(id) .. ':dependents', 'rq:job::' .. id .. ':dependencies'}
+-- Expire (or persist, for -1) the job hash and its two helper sets [6]. `no_dependents`: the
+-- caller knows the dependents set is gone (released), so it is not touched.
+local function expire_job(id, ttl, no_dependents)
+  local keys = {job_key(id), 'rq:job::' .. id .. ':dependencies'}
+  if not no_dependents then table.insert(keys, job_key(id) .. ':dependents') end
   for _, k in ipairs(keys) do
     if ttl == -1 then redis.call('PERSIST', k) else redis.call('EXPIRE', k, ttl) end
   end
@@ -85,19 +80,21 @@ local function end_execution(id, x, origin)
   redis.call('ZREM', 'rq:executions:' .. id, x)
 end
 
--- Book a finished job on its worker: counters, and state/current_job from the worker's
--- running count (`hdx_running`, our own field; Python ignores unknown fields).
-local function worker_job_done(w, id, next_current, counter, duration)
-  if w == '' then return end
+-- Book finished jobs on their worker: counters, and state/current_job from the worker's
+-- running count (`hdx_running`, our own field; Python ignores unknown fields). `ids` is a set
+-- (id -> true) of the `n` jobs, `duration` their summed run time: a batch of outcomes costs the
+-- worker hash a handful of commands, not a handful per job.
+local function worker_jobs_done(w, ids, n, next_current, counter, duration)
+  if w == '' or n == 0 then return end
   local wk = 'rq:worker:' .. w
   if redis.call('EXISTS', wk) == 0 then return end
-  redis.call('HINCRBY', wk, counter, 1)
+  redis.call('HINCRBY', wk, counter, n)
   redis.call('HINCRBYFLOAT', wk, 'total_working_time', duration)
-  local running = redis.call('HINCRBY', wk, 'hdx_running', -1)
+  local running = redis.call('HINCRBY', wk, 'hdx_running', -n)
   if running <= 0 then
     redis.call('HSET', wk, 'hdx_running', 0, 'state', 'idle', 'current_job_working_time', 0)
     redis.call('HDEL', wk, 'current_job')
-  elseif redis.call('HGET', wk, 'current_job') == id then
+  elseif ids[redis.call('HGET', wk, 'current_job')] then
     if next_current ~= '' then
       redis.call('HSET', wk, 'current_job', next_current)
     else
@@ -106,12 +103,19 @@ local function worker_job_done(w, id, next_current, counter, duration)
   end
 end
 
+-- One finished job's booking (worker_jobs_done for one).
+local function worker_job_done(w, id, next_current, counter, duration)
+  worker_jobs_done(w, {[id] = true}, 1, next_current, counter, tonumber(duration) or 0)
+end
+
 -- Enqueue the dependents of `parent` whose dependencies are now met [5.15]. After a failure
--- only dependents that allow failed dependencies qualify.
+-- only dependents that allow failed dependencies qualify. Returns how many still wait (0: the
+-- dependents set is gone).
 local function release_dependents(parent, ts, after_failure)
   local dk = job_key(parent) .. ':dependents'
   local remaining = 0
-  for _, d in ipairs(redis.call('SMEMBERS', dk)) do
+  local dependents = redis.call('SMEMBERS', dk)
+  for _, d in ipairs(dependents) do
     local djk = job_key(d)
     local st = redis.call('HGET', djk, 'status')
     local allow_failures = redis.call('HGET', djk, 'allow_dependency_failures') == '1'
@@ -138,7 +142,8 @@ local function release_dependents(parent, ts, after_failure)
       remaining = remaining + 1
     end
   end
-  if remaining == 0 then redis.call('DEL', dk) end
+  if remaining == 0 and #dependents > 0 then redis.call('DEL', dk) end
+  return remaining
 end
 
 -- Append one entry to a job's results stream [4]; `extra` is a flat list of field, value.
@@ -170,25 +175,52 @@ local function delete_job(id)
              'rq:executions:' .. id, 'rq:results:' .. id)
 end
 
--- Per-minute outcome counts, for the monitor's chart (rq/history.rs): one hash per hour,
--- `hdx:history:<hour start>`, fields `<minute start>\t<event>\t<queue>`, each hash expiring
--- a day after its hour ends, so the history keeps itself small. `now`: whole seconds of the
--- calling script's server clock (no second TIME per job).
-local function count_history(event, queue, now)
-  local hour = now - now % 3600
-  local key = 'hdx:history:' .. hour
-  redis.call('HINCRBY', key, (now - now % 60) .. '\t' .. event .. '\t' .. queue, 1)
-  redis.call('EXPIREAT', key, hour + 3600 + 86400)
+-- Outcome counts: cluster-wide job metrics, read by the HTTP server's /metrics (our own keys,
+-- `hdx:` prefix: a counter per event, queue and task, and a duration histogram, one bucket per
+-- job, which the reader makes cumulative), and per-minute counts for the monitor's chart
+-- (rq/history.rs: one hash per hour, `hdx:history:<hour start>`, fields
+-- `<minute start>\t<event>\t<queue>`, each hash expiring a day after its hour ends, so the
+-- history keeps itself small). A script gathers its outcomes in a tally and writes each distinct
+-- counter once. `now`: whole seconds of the calling script's server clock (no second TIME).
+local function new_tally()
+  return {jobs = {}, history = {}, buckets = {}, sums = {}}
 end
 
--- Cluster-wide job metrics, read by the HTTP server's /metrics (our own keys, `hdx:` prefix):
--- a counter per event, queue and task, and a duration histogram (one bucket per job; the
--- reader makes it cumulative).
-local function count_job(event, queue, func, duration, bucket, now)
-  redis.call('HINCRBY', 'hdx:metrics:jobs', event .. '\t' .. queue .. '\t' .. func, 1)
-  count_history(event, queue, now)
+local function add(counts, key, n)
+  counts[key] = (counts[key] or 0) + n
+end
+
+local function tally_job(tally, event, queue, func, duration, bucket, now)
+  add(tally.jobs, event .. '\t' .. queue .. '\t' .. func, 1)
+  add(tally.history, (now - now % 60) .. '\t' .. event .. '\t' .. queue, 1)
   if bucket ~= '' then
-    redis.call('HINCRBY', 'hdx:metrics:durations', queue .. '\t' .. func .. '\t' .. bucket, 1)
-    redis.call('HINCRBYFLOAT', 'hdx:metrics:durations', queue .. '\t' .. func .. '\tsum', duration)
+    local prefix = queue .. '\t' .. func .. '\t'
+    add(tally.buckets, prefix .. bucket, 1)
+    add(tally.sums, prefix .. 'sum', tonumber(duration) or 0)
   end
+end
+
+local function write_tally(tally, now)
+  for field, n in pairs(tally.jobs) do
+    redis.call('HINCRBY', 'hdx:metrics:jobs', field, n)
+  end
+  local hour = now - now % 3600
+  local key = 'hdx:history:' .. hour
+  if next(tally.history) then
+    for field, n in pairs(tally.history) do redis.call('HINCRBY', key, field, n) end
+    redis.call('EXPIREAT', key, hour + 3600 + 86400)
+  end
+  for field, n in pairs(tally.buckets) do
+    redis.call('HINCRBY', 'hdx:metrics:durations', field, n)
+  end
+  for field, sum in pairs(tally.sums) do
+    redis.call('HINCRBYFLOAT', 'hdx:metrics:durations', field, sum)
+  end
+end
+
+-- One outcome's counts, written at once.
+local function count_job(event, queue, func, duration, bucket, now)
+  local tally = new_tally()
+  tally_job(tally, event, queue, func, duration, bucket, now)
+  write_tally(tally, now)
 end

@@ -7,8 +7,9 @@
 --       readers list too; 0: as RQ 2's `<id>:<execution id>`), queue..., execution_id...
 --       (max_jobs of them)
 -- (now_f and ts are the worker's clock, for display; leases use the server's clock)
--- Returns: { {queue, id, execution_id, {field, value, ...}}, ... }; a job whose hash is gone
--- comes back with execution_id '' after being recorded as failed. Returns the string
+-- Returns: { {queue, id, execution_id, {field, value, ...}, attempt}, ... } with the fields a
+-- worker runs a job from (data, origin, timeout, created_at) as they were before the start;
+-- a job whose hash is gone comes back with execution_id '' after being recorded as failed. Returns the string
 -- 'suspended' and takes nothing while `rq:suspended` exists.
 local w = ARGV[1]
 local now_s = math.floor(server_now())
@@ -25,6 +26,11 @@ local first_x = 11 + n_queues
 
 if redis.call('EXISTS', 'rq:suspended') == 1 then return 'suspended' end
 
+-- What the script and the worker read of a job hash: not the whole of it (descriptions,
+-- metadata, results settings are not needed to run it, and cost Redis and the worker a copy).
+local READ = {'data', 'origin', 'timeout', 'created_at', 'hdx_attempt', 'hdx_lease', 'status'}
+local FOR_WORKER = 4 -- the first four go back to the worker
+
 local out = {}
 local started = 0
 for qi = 1, n_queues do
@@ -33,17 +39,27 @@ for qi = 1, n_queues do
     local id = redis.call('LPOP', 'rq:queue:' .. q)
     if not id then break end
     local jk = job_key(id)
-    local flat = redis.call('HGETALL', jk)
-    if #flat == 0 then
+    local values = redis.call('HMGET', jk, unpack(READ))
+    local job, flat = {}, {}
+    for i, field in ipairs(READ) do
+      local v = values[i]
+      if v then
+        job[field] = v
+        if i <= FOR_WORKER then
+          table.insert(flat, field)
+          table.insert(flat, v)
+        end
+      end
+    end
+    if next(job) == nil and redis.call('EXISTS', jk) == 0 then
       -- The hash expired (ttl) or was deleted while queued: nothing can run. Record it where
       -- operators look for failures instead of dropping it silently.
       redis.call('ZADD', 'rq:failed:' .. q, now_s + 31536000, id)
       add_result(id, '2', w, {'exc_string', missing_exc})
       redis.call('EXPIRE', 'rq:results:' .. id, 31536000)
-      table.insert(out, {q, id, '', {}})
+      table.insert(out, {q, id, '', {}, 0})
     else
       started = started + 1
-      local job = to_map(flat)
       local x = ARGV[first_x + started - 1]
       local origin = job['origin']
       if origin == nil or origin == '' then origin = q end
@@ -56,17 +72,21 @@ for qi = 1, n_queues do
       redis.call('EXPIRE', ek, lease)
       redis.call('ZADD', 'rq:executions:' .. id, now_s + lease + 60, x)
       redis.call('EXPIRE', 'rq:executions:' .. id, lease + 60)
+      local attempt = (tonumber(job['hdx_attempt'] or '') or 0) + 1
       if bare_entry then
         redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id)
-        redis.call('HSET', jk, 'hdx_lease', x)
+        redis.call('HSET', jk, 'status', 'started', 'started_at', ts, 'last_heartbeat', ts,
+                   'worker_name', w, 'hdx_attempt', attempt, 'hdx_lease', x)
       else
         redis.call('ZADD', 'rq:wip:' .. origin, now_s + lease, id .. ':' .. x)
-        redis.call('HDEL', jk, 'hdx_lease')
+        redis.call('HSET', jk, 'status', 'started', 'started_at', ts, 'last_heartbeat', ts,
+                   'worker_name', w, 'hdx_attempt', attempt)
+        if job['hdx_lease'] then redis.call('HDEL', jk, 'hdx_lease') end
       end
-      redis.call('HSET', jk, 'status', 'started', 'started_at', ts, 'last_heartbeat', ts, 'worker_name', w)
-      redis.call('HINCRBY', jk, 'hdx_attempt', 1)
       redis.call('PERSIST', jk)
-      table.insert(out, {q, id, x, redis.call('HGETALL', jk)})
+      -- The fields the worker needs as they were read, and the new attempt number: the worker
+      -- applies the writes above itself rather than have Redis read the hash a second time.
+      table.insert(out, {q, id, x, flat, attempt})
     end
   end
   if started >= max_jobs then break end

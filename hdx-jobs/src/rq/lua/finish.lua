@@ -1,43 +1,95 @@
--- Record a successful execution [5.5], atomically, only if this execution still holds its lease
--- (maintenance may have failed or retried it after a long outage; then nothing is written).
+-- Record successful executions [5.5], atomically, each only if its execution still holds its
+-- lease (maintenance may have failed or retried it after a long outage; then nothing is written
+-- for it). A worker sends together the successes that ended while its previous call was in
+-- flight, so the worker hash, the metrics and the history are written once per call, not once
+-- per job: Redis's time per job is what bounds a worker's throughput.
 --
--- ARGV: id, execution_id, origin, worker, ts, started_f, ended_f, default_result_ttl,
---       return_value_b64 ('' for None), duration, next_current_job, func, duration_bucket
+-- ARGV: worker, default_result_ttl, next_current_job (once these have ended), bare_entry (1:
+--       this worker leases as the bare job id, so that layout is checked first), n, then n
+--       groups of 10: id, execution_id, origin, ts, started_f, ended_f, return_value_b64 ('' for
+--       None), duration, func, duration_bucket
 -- (ts, started_f and ended_f are the worker's clock, for display; the registry expiry uses the
 -- server's clock)
--- Returns 1 when recorded, 0 when the lease was lost.
-local id, x, origin, w = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now_s, ts = math.floor(server_now()), ARGV[5]
-local started_f, ended_f = ARGV[6], ARGV[7]
-local ret = ARGV[9]
+-- Returns a list with, per job in order, 1 when recorded and 0 when the lease was lost.
+local w, default_ttl, next_current = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local bare_first = ARGV[4] == '1'
+local n = tonumber(ARGV[5])
+local now_s = math.floor(server_now())
+local tally = new_tally()
+local ended, ended_n, duration_sum = {}, 0, 0
+local out = {}
 
-if not lease_entry(id, x, origin) then return 0 end
-local jk = job_key(id)
-local result_ttl = hget_num(jk, 'result_ttl') or tonumber(ARGV[8])
-end_execution(id, x, origin)
-worker_job_done(w, id, ARGV[11], 'successful_job_count', ARGV[10])
-count_job('finished', origin, ARGV[12], ARGV[10], ARGV[13], now_s)
-if redis.call('EXISTS', jk) == 0 then return 1 end
+local function num(v)
+  if v == false or v == '' then return nil end
+  return tonumber(v)
+end
 
-redis.call('HSET', jk, 'status', 'finished', 'ended_at', ts, 'last_heartbeat', ts)
-if result_ttl == 0 then
-  release_dependents(id, ts, false)
-  delete_job(id)
-  return 1
+for i = 0, n - 1 do
+  local a = 5 + i * 10
+  local id, x, origin, ts = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local started_f, ended_f, ret = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local duration, func, bucket = ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]
+  local jk = job_key(id)
+  local wip = 'rq:wip:' .. origin
+  -- One read of the hash: the RQ 1 layout's lease, the result ttl, and whether it exists.
+  local fields = redis.call('HMGET', jk, 'hdx_lease', 'result_ttl', 'status')
+  local lease, ttl_field, status = fields[1], fields[2], fields[3]
+  -- The lease, as lease_entry (common.lua) finds it, in this worker's layout first.
+  local member = nil
+  local bare = lease == x and x ~= ''
+  if bare_first and bare and redis.call('ZSCORE', wip, id) then
+    member = id
+  elseif redis.call('ZSCORE', wip, id .. ':' .. x) then
+    member = id .. ':' .. x
+  elseif not bare_first and bare and redis.call('ZSCORE', wip, id) then
+    member = id
+  end
+  if not member then
+    out[i + 1] = 0
+  else
+    out[i + 1] = 1
+    -- end_execution (common.lua), knowing the lease already.
+    if bare then
+      redis.call('ZREM', wip, id)
+      redis.call('HDEL', jk, 'hdx_lease')
+    end
+    if member ~= id then redis.call('ZREM', wip, member) end
+    redis.call('DEL', 'rq:execution:' .. id .. ':' .. x)
+    redis.call('ZREM', 'rq:executions:' .. id, x)
+    ended[id] = true
+    ended_n = ended_n + 1
+    duration_sum = duration_sum + (tonumber(duration) or 0)
+    tally_job(tally, 'finished', origin, func, duration, bucket, now_s)
+
+    local exists = status or lease or ttl_field or redis.call('EXISTS', jk) == 1
+    if exists then
+      local result_ttl = num(ttl_field) or default_ttl
+      redis.call('HSET', jk, 'status', 'finished', 'ended_at', ts, 'last_heartbeat', ts)
+      if result_ttl == 0 then
+        release_dependents(id, ts, false)
+        delete_job(id)
+      else
+        local extra = {}
+        if ret ~= '' then extra = {'return_value', ret} end
+        for _, v in ipairs({'execution_id', x, 'execution_started_at', started_f,
+                            'execution_ended_at', ended_f}) do
+          table.insert(extra, v)
+        end
+        add_result(id, '1', w, extra)
+        if result_ttl == -1 then
+          redis.call('PERSIST', 'rq:results:' .. id)
+          redis.call('ZADD', 'rq:finished:' .. origin, '+inf', id)
+        else
+          redis.call('EXPIRE', 'rq:results:' .. id, result_ttl)
+          redis.call('ZADD', 'rq:finished:' .. origin, now_s + result_ttl, id)
+        end
+        local waiting = release_dependents(id, ts, false)
+        expire_job(id, result_ttl, waiting == 0)
+      end
+    end
+  end
 end
-local extra = {}
-if ret ~= '' then extra = {'return_value', ret} end
-for _, v in ipairs({'execution_id', x, 'execution_started_at', started_f, 'execution_ended_at', ended_f}) do
-  table.insert(extra, v)
-end
-add_result(id, '1', w, extra)
-if result_ttl == -1 then
-  redis.call('PERSIST', 'rq:results:' .. id)
-  redis.call('ZADD', 'rq:finished:' .. origin, '+inf', id)
-else
-  redis.call('EXPIRE', 'rq:results:' .. id, result_ttl)
-  redis.call('ZADD', 'rq:finished:' .. origin, now_s + result_ttl, id)
-end
-expire_job(id, result_ttl)
-release_dependents(id, ts, false)
-return 1
+
+worker_jobs_done(w, ended, ended_n, next_current, 'successful_job_count', duration_sum)
+write_tally(tally, now_s)
+return out

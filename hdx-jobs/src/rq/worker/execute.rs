@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::connection::Backoff;
+use super::successes::Success;
 use super::wait::WorkWaiter;
 use super::{RunningJob, Shared, StartedEntry, StopLevel, StopReason};
 use crate::rq::error::{RqError, RqResult};
 use crate::rq::job::{new_execution_id, Job};
-use crate::rq::payload::Serializer;
+use crate::rq::payload::{CallPayload, PayloadError, Serializer};
 use crate::rq::results::{encode_exc_string, encode_return_value};
 use crate::rq::scripts;
 use crate::rq::time::{format_epoch_f64, Timestamp};
@@ -35,8 +36,13 @@ queue (its ttl expired or it was deleted); there was nothing to run.\n";
 struct StartedJob {
     id: String,
     execution_id: String,
+    /// What the worker runs it from: data, origin, timeout, created_at, hdx_attempt.
     fields: HashMap<String, Vec<u8>>,
 }
+
+/// One entry of dequeue.lua's reply: queue, job id, execution id ('' when the hash was gone),
+/// the fields as flat pairs, the attempt started.
+type DequeuedEntry = (String, String, String, Vec<Vec<u8>>, i64);
 
 enum Dequeued {
     Jobs(Vec<StartedJob>),
@@ -201,19 +207,21 @@ async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
             return Ok(Dequeued::Suspended);
         }
     }
-    let entries: Vec<(String, String, String, Vec<Vec<u8>>)> = redis::from_redis_value(reply)
+    let entries: Vec<DequeuedEntry> = redis::from_redis_value(reply)
         .map_err(|e| RqError::Refused(format!("unexpected dequeue reply: {e}")))?;
     let mut jobs = Vec::with_capacity(entries.len());
-    for (queue, id, execution_id, flat) in entries {
+    for (queue, id, execution_id, flat, attempt) in entries {
         if execution_id.is_empty() {
             tracing::error!(worker = %shared.name, queue, job_id = %id, "job hash missing when dequeued; recorded as failed");
             continue;
         }
-        let mut fields = HashMap::with_capacity(flat.len() / 2);
+        let mut fields = HashMap::with_capacity(flat.len() / 2 + 1);
         let mut it = flat.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             fields.insert(String::from_utf8_lossy(&k).into_owned(), v);
         }
+        // The attempt the script started (it read the hash before its writes).
+        fields.insert("hdx_attempt".into(), attempt.to_string().into_bytes());
         jobs.push(StartedJob {
             id,
             execution_id,
@@ -227,6 +235,12 @@ async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
 /// recorded.
 fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePermit) {
     let job = Job::from_fields(started.id, started.fields);
+    // Decoded once, here: the span names the task, and the run needs the arguments.
+    let payload = job.payload();
+    let func_name = match &payload {
+        Ok(payload) => payload.func_name.clone(),
+        Err(_) => job.func_name().unwrap_or_default(),
+    };
     let origin = job.origin().unwrap_or_default();
     let timeout = job.timeout().unwrap_or(shared.options.default_timeout);
     let running = RunningJob {
@@ -249,7 +263,7 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
         "job",
         job_id = %job.id,
         queue = %origin,
-        func = %job.func_name().unwrap_or_default(),
+        func = %func_name,
     );
     let run = async move {
         let run = JobRun {
@@ -261,7 +275,7 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
             cancel,
             reason,
         };
-        run.execute().await;
+        run.execute(payload).await;
         if let Ok(mut map) = shared.running.lock() {
             map.remove(&run.job.id);
             shared.running_count.send_replace(map.len());
@@ -312,10 +326,10 @@ struct JobRun {
 }
 
 impl JobRun {
-    async fn execute(&self) {
+    async fn execute(&self, payload: Result<CallPayload, PayloadError>) {
         let started = Timestamp::now();
         let clock = Instant::now();
-        let (outcome, func_name, serializer) = self.run().await;
+        let (outcome, func_name, serializer) = self.run(payload).await;
         let duration = clock.elapsed();
         let ended = Timestamp::now();
         match &outcome {
@@ -346,8 +360,11 @@ impl JobRun {
 
     /// Runs the task; returns the outcome, the func name (for logs) and the serializer to
     /// write results with.
-    async fn run(&self) -> (Outcome, String, Serializer) {
-        let payload = match self.job.payload() {
+    async fn run(
+        &self,
+        payload: Result<CallPayload, PayloadError>,
+    ) -> (Outcome, String, Serializer) {
+        let payload = match payload {
             Ok(payload) => payload,
             Err(e) => {
                 let error = TaskError::permanent(
@@ -518,7 +535,6 @@ impl JobRun {
         duration: Duration,
     ) {
         let shared = &self.shared;
-        let next_current = self.next_current_job();
         let bucket = crate::rq::metrics::bucket_label(duration.as_secs_f64());
         let outcome = match outcome {
             Outcome::Success(value) => match encode_return_value(&value, serializer) {
@@ -542,41 +558,24 @@ impl JobRun {
         let give_up_at = Instant::now() + Duration::from_secs(600);
         let give_up = || Instant::now() > give_up_at;
         let result: RqResult<String> = match &outcome {
-            Ok(return_value) => {
-                shared
-                    .conn
-                    .run_retrying(
-                        "recording a success",
-                        |mut conn| {
-                            let mut invocation = scripts::FINISH.prepare_invoke();
-                            invocation
-                                .arg(&self.job.id)
-                                .arg(&self.execution_id)
-                                .arg(&self.origin)
-                                .arg(&shared.name)
-                                .arg(ended.text())
-                                .arg(format_epoch_f64(started.secs_f64()))
-                                .arg(format_epoch_f64(ended.secs_f64()))
-                                .arg(shared.options.default_result_ttl)
-                                .arg(return_value)
-                                .arg(duration.as_secs_f64())
-                                .arg(&next_current)
-                                .arg(func_name)
-                                .arg(&bucket);
-                            async move {
-                                let recorded: i64 = invocation.invoke_async(&mut conn).await?;
-                                Ok(if recorded == 1 {
-                                    "finished".to_string()
-                                } else {
-                                    "lost".to_string()
-                                })
-                            }
-                        },
-                        give_up,
-                    )
-                    .await
-            }
+            Ok(return_value) => shared
+                .successes
+                .record(Success {
+                    job_id: self.job.id.clone(),
+                    execution_id: self.execution_id.clone(),
+                    origin: self.origin.clone(),
+                    ended_text: ended.text(),
+                    started_secs: format_epoch_f64(started.secs_f64()),
+                    ended_secs: format_epoch_f64(ended.secs_f64()),
+                    return_value: return_value.clone(),
+                    duration_secs: duration.as_secs_f64(),
+                    func: func_name.to_string(),
+                    bucket: bucket.clone(),
+                })
+                .await
+                .map(|recorded| if recorded { "finished" } else { "lost" }.to_string()),
             Err((error, mode, allow_retry)) => {
+                let next_current = self.next_current_job();
                 let text = format!(
                     "hdx-jobs task {func_name} (attempt {}) on worker {}\n{error}\n",
                     self.job.attempts().max(1),

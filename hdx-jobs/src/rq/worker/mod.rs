@@ -18,6 +18,7 @@ mod connection;
 mod execute;
 mod lifecycle;
 mod listen;
+mod successes;
 mod wait;
 
 use std::collections::HashMap;
@@ -213,6 +214,8 @@ pub(crate) struct Shared {
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) stop: StopHandle,
+    /// Where finished jobs' successes queue to be written in batches.
+    pub(crate) successes: successes::SuccessWriter,
     /// Stops the background loops once the jobs are done.
     pub(crate) background: CancellationToken,
 }
@@ -313,6 +316,7 @@ impl Worker {
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 stop: StopHandle::new(),
+                successes: successes::SuccessWriter::new(),
                 background: CancellationToken::new(),
             }),
         })
@@ -343,6 +347,7 @@ impl Worker {
 
         let mut background = JoinSet::new();
         background.spawn(lifecycle::heartbeat_loop(shared.clone()));
+        background.spawn(successes::write_loop(shared.clone()));
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
         background.spawn(listen::command_loop(shared.clone(), subscribed_tx));
         background.spawn(lifecycle::maintenance_loop(shared.clone()));
