@@ -13,6 +13,10 @@
 //! (`-overwrite -lco OVERWRITE=YES -fieldTypeToString Real -t_srs EPSG:4326`, geometry column
 //! `wkb_geometry`); the spatial index is left to the caller, which builds it after loading.
 //!
+//! GeoJSON files that GDAL would turn into a plain table (the common HDX case) skip GDAL: the
+//! native reader in [`geojson`] writes the same table faster, and leaves every other file to
+//! GDAL.
+//!
 //! GDAL's messages are captured per thread (`CPLPushErrorHandlerEx`), so they never mix with
 //! another import's, and they decide the outcome: a translation that returns a dataset but
 //! reported an error is a failed attempt (GDAL keeps going after some read errors, e.g. in a
@@ -33,7 +37,9 @@ use std::path::Path;
 
 use gdal::vector::LayerAccess;
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
-use hdx_jobs::geo::import::{next_fix, Attempt, Fix, ImportReport, ImportRequest};
+use hdx_jobs::geo::import::{next_fix, Attempt, Fix, ImportReport, ImportRequest, NativeGeojson};
+
+pub mod geojson;
 
 /// Drivers a source may be opened with: the formats HDX previews, and their JSON cousins.
 pub const SOURCE_DRIVERS: [&str; 6] = [
@@ -60,9 +66,43 @@ pub fn prepare() {
 }
 
 /// Imports `source` (the request's file, or the layer file unpacked from it) into the staging
-/// table, applying repair rules until one attempt succeeds or no rule is left. `progress` gets
-/// the fraction done (0 to 1) of each attempt.
+/// table: with the native GeoJSON reader ([`geojson`]) when it is a GeoJSON file the reader
+/// reproduces GDAL's table for, else with GDAL ([`import_with_gdal`]). `progress` gets the
+/// fraction done (0 to 1) of each attempt.
 pub fn import(
+    request: &ImportRequest,
+    source: &Path,
+    progress: &mut dyn FnMut(f64),
+) -> ImportReport {
+    let native = if geojson::applies(source) {
+        match geojson::import(request, source, progress) {
+            Ok(features) => {
+                return ImportReport {
+                    ok: true,
+                    fixes: Vec::new(),
+                    attempts: vec![Attempt {
+                        fixes: Vec::new(),
+                        ok: true,
+                        messages: Vec::new(),
+                    }],
+                    source_features: Some(features),
+                    unpack_failure: None,
+                    native_geojson: NativeGeojson::Imported,
+                }
+            }
+            Err(reason) => NativeGeojson::Declined { reason },
+        }
+    } else {
+        NativeGeojson::NotTried
+    };
+    let mut report = import_with_gdal(request, source, progress);
+    report.native_geojson = native;
+    report
+}
+
+/// Imports `source` with GDAL, applying repair rules until one attempt succeeds or no rule is
+/// left. `progress` gets the fraction done (0 to 1) of each attempt.
+pub fn import_with_gdal(
     request: &ImportRequest,
     source: &Path,
     progress: &mut dyn FnMut(f64),
@@ -90,6 +130,7 @@ pub fn import(
                 attempts,
                 source_features,
                 unpack_failure: None,
+                native_geojson: NativeGeojson::NotTried,
             };
         }
         match next_fix(&output, &fixes) {
@@ -101,6 +142,7 @@ pub fn import(
                     attempts,
                     source_features,
                     unpack_failure: None,
+                    native_geojson: NativeGeojson::NotTried,
                 }
             }
         }

@@ -458,6 +458,7 @@ mod tests {
                     attempts: Vec::new(),
                     source_features: Some(3),
                     unpack_failure: None,
+                    native_geojson: Default::default(),
                 }
             },
         );

@@ -132,6 +132,30 @@ pub struct ImportReport {
     /// Why the archive could not be unpacked (nothing was imported then).
     #[serde(default)]
     pub unpack_failure: Option<super::failure::Failure>,
+    /// Whether the native GeoJSON reader (the child's fast path) imported the file instead of
+    /// GDAL, or why it left the file to GDAL.
+    #[serde(default)]
+    pub native_geojson: NativeGeojson,
+}
+
+/// What the import child's native GeoJSON reader did with a file (docs/ARCHITECTURE.md,
+/// "Geopreview's native GeoJSON import"): the table it writes is the one GDAL would write, so
+/// nothing after the import depends on this; it is there for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum NativeGeojson {
+    /// Not tried: the file is not `.geojson` or `.json` (or the report is from a child
+    /// without the native reader). GDAL imported it.
+    #[default]
+    NotTried,
+    /// The native reader imported the file; GDAL did not run.
+    Imported,
+    /// The native reader left the file to GDAL, for this reason: something it does not
+    /// reproduce exactly (decided before writing), or PostgreSQL refused its rows (rolled back).
+    Declined {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ImportReport {
@@ -143,6 +167,7 @@ impl ImportReport {
             attempts: Vec::new(),
             source_features: None,
             unpack_failure: Some(failure),
+            native_geojson: NativeGeojson::NotTried,
         }
     }
 
