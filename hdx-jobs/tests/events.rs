@@ -645,6 +645,79 @@ fn sheet_events_come_from_a_changed_fs_check_info() {
     assert_eq!(fields(&events[2]), ["nrows"]);
 }
 
+/// Pairs of `testkit::ckan_corpus` whose events are recorded in [`VARIED_GOLDEN`].
+const VARIED_PAIRS: usize = 600;
+
+/// The recorded events of the first [`VARIED_PAIRS`] corpus pairs, one line per pair: its index,
+/// the FNV-1a 64 digest of its serialized events, and their count. Recorded from the detector
+/// before its speed-up for varied pairs, so any change in what it emits shows here. Rewrite it,
+/// only for a deliberate change of the events, with
+/// `HDX_RECORD_GOLDEN=1 cargo test -p hdx-jobs --test events varied`.
+const VARIED_GOLDEN: &str = "tests/golden/varied_pairs_events.txt";
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Guards optimizations of the detector: over hundreds of varied pairs (every event type, 1–50
+/// resources, Markdown of every length) the serialized events are byte for byte the recorded
+/// ones.
+#[test]
+fn regression_varied_pairs_give_the_recorded_events() {
+    use hdx_jobs::events::event::EVENT_TYPES;
+    use std::fmt::Write;
+
+    let pairs = testkit::ckan_corpus::varied_pairs(VARIED_PAIRS);
+    let mut lines = String::new();
+    let mut per_type = [0usize; EVENT_TYPES.len()];
+    for (i, pair) in pairs.iter().enumerate() {
+        let events = detect_changes(
+            &json!("corpus"),
+            &pair.old,
+            &pair.new,
+            "2026-01-01T00:00:00.5",
+        )
+        .unwrap_or_else(|e| panic!("pair {i} ({:?}): {e}", pair.changes));
+        for event in &events {
+            let n = EVENT_TYPES.iter().position(|t| *t == event.event_type);
+            per_type[n.expect("a known type")] += 1;
+        }
+        let text = serde_json::to_string(&events).expect("json");
+        writeln!(
+            lines,
+            "{i} {:016x} {}",
+            fnv1a(text.as_bytes()),
+            events.len()
+        )
+        .expect("write");
+    }
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(VARIED_GOLDEN);
+    if std::env::var_os("HDX_RECORD_GOLDEN").is_some() {
+        std::fs::write(&path, &lines).expect("record the golden events");
+        return;
+    }
+    let golden = std::fs::read_to_string(&path).expect("the golden events");
+    let differing: Vec<String> = golden
+        .lines()
+        .zip(lines.lines())
+        .enumerate()
+        .filter(|(_, (want, got))| want != got)
+        .map(|(i, (want, got))| format!("pair {i} {:?}: want {want}, got {got}", pairs[i].changes))
+        .collect();
+    assert!(
+        differing.is_empty() && golden.lines().count() == VARIED_PAIRS,
+        "{} of {VARIED_PAIRS} pairs give other events than recorded:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+    for (event_type, count) in EVENT_TYPES.iter().zip(per_type) {
+        assert!(count > 0, "the corpus gives no {event_type} event");
+    }
+}
+
 /// The acceptance test: a job pickled by Python rq like the old API enqueued it runs on the Rust
 /// worker; a Python consumer reads events equal to what the detector (`events diff`) gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

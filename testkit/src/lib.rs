@@ -9,7 +9,10 @@
 //! - [`stream_consumer`]: a Python reader of the event stream, as HDX's consumers read it;
 //! - [`sample`]: the project's own sample data (`samples/`); [`shared_fixture`]: the old
 //!   service's known results, when a checkout of them sits beside the repository.
+//! - [`ckan_corpus`]: a deterministic corpus of varied CKAN dataset pairs for the change
+//!   detector's benchmark and regression test.
 
+pub mod ckan_corpus;
 pub mod geo;
 pub mod http;
 

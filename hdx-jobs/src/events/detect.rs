@@ -136,25 +136,16 @@ pub fn detect_changes(
     if package_type.as_str() != Some("dataset") {
         return Ok(Vec::new());
     }
-    let organization = new.get("organization").and_then(Value::as_object);
-    let org_field = |key: &str| {
-        organization
-            .and_then(|o| o.get(key))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let run = Arc::new(RunInfo {
-        event_time: event_time.to_string(),
-        initiator_user_name: username.clone(),
-        dataset_id: required(new, "id", || "new_dataset_dict".into())?.clone(),
-        dataset_name: required(new, "name", || "new_dataset_dict".into())?.clone(),
-        dataset_title: required(new, "title", || "new_dataset_dict".into())?.clone(),
-        org_id: org_field("id"),
-        org_name: org_field("name"),
-        org_title: org_field("title"),
-    });
     let mut detector = Detector {
-        run,
+        source: RunSource {
+            event_time,
+            username,
+            dataset_id: required(new, "id", || "new_dataset_dict".into())?,
+            dataset_name: required(new, "name", || "new_dataset_dict".into())?,
+            dataset_title: required(new, "title", || "new_dataset_dict".into())?,
+            organization: new.get("organization").and_then(Value::as_object),
+        },
+        run: None,
         events: Vec::new(),
     };
     detector.dataset(old, new)?;
@@ -236,12 +227,46 @@ fn sheets_of(item: &Value) -> Option<&[Value]> {
     }
 }
 
-struct Detector {
-    run: Arc<RunInfo>,
+/// What every event of a run shares, borrowed from the job's arguments.
+struct RunSource<'a> {
+    event_time: &'a str,
+    username: &'a Value,
+    dataset_id: &'a Value,
+    dataset_name: &'a Value,
+    dataset_title: &'a Value,
+    organization: Option<&'a Map<String, Value>>,
+}
+
+impl RunSource<'_> {
+    fn run_info(&self) -> RunInfo {
+        let org_field = |key: &str| {
+            self.organization
+                .and_then(|o| o.get(key))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        RunInfo {
+            event_time: self.event_time.to_string(),
+            initiator_user_name: self.username.clone(),
+            dataset_id: self.dataset_id.clone(),
+            dataset_name: self.dataset_name.clone(),
+            dataset_title: self.dataset_title.clone(),
+            org_id: org_field("id"),
+            org_name: org_field("name"),
+            org_title: org_field("title"),
+        }
+    }
+}
+
+struct Detector<'a> {
+    source: RunSource<'a>,
+    /// Made from `source` with the first event: a pair without events (a sixth of the varied
+    /// corpus) then copies nothing.
+    run: Option<Arc<RunInfo>>,
     events: Vec<ChangeEvent>,
 }
 
-impl Detector {
+impl Detector<'_> {
     fn push(
         &mut self,
         event_type: &'static str,
@@ -251,7 +276,10 @@ impl Detector {
     ) {
         self.events.push(ChangeEvent {
             event_type,
-            run: self.run.clone(),
+            run: self
+                .run
+                .get_or_insert_with(|| Arc::new(self.source.run_info()))
+                .clone(),
             changed_fields,
             resource,
             sheet_id,
@@ -295,7 +323,7 @@ impl Detector {
             &mut changes,
             "tags",
             named_items(old, new, "tags", "name", |tag| {
-                tag.get("vocabulary_id").and_then(Value::as_str) == Some(TAG_VOCABULARY_ID)
+                find(tag, "vocabulary_id").and_then(Value::as_str) == Some(TAG_VOCABULARY_ID)
             })?,
         );
         if !old.is_empty() {
@@ -336,71 +364,88 @@ impl Detector {
         fn by_id<'a>(
             list: &'a [Value],
             place: &str,
-        ) -> Result<KeyedList<'a, &'a Map<String, Value>>, DetectError> {
+        ) -> Result<KeyedList<'a, ResourceView<'a>>, DetectError> {
             KeyedList::try_build(list, |_, r| {
                 let r = r.as_object().ok_or_else(|| DetectError::WrongShape {
                     place: format!("a resource of {place}"),
                     expected: "an object",
                 })?;
-                let id = required(r, "id", || format!("a resource of {place}"))?;
-                Ok((key_of(id), r))
+                let view = ResourceView::new(r);
+                let id = view.required(ID, || format!("a resource of {place}"))?;
+                Ok((key_of(id), view))
             })
         }
         let old_map = by_id(old_list, "old_dataset_dict")?;
         let new_map = by_id(new_list, "new_dataset_dict")?;
         let empty = Map::new();
-        let fields = |a: &Map<String, Value>, b: &Map<String, Value>| {
-            changes_with(a, b, &RESOURCE_FIELDS, None)
+        let none = ResourceView {
+            dict: &empty,
+            values: [None; MAX_PICKED],
         };
+        let metadata = 0..RESOURCE_FIELDS.len();
 
         for (key, resource) in old_map.iter() {
             if new_map.contains(key) {
                 continue;
             }
-            let reference = resource_ref(resource, "a deleted resource")?;
-            let changes = fields(resource, &empty);
+            let reference = resource.reference("a deleted resource")?;
+            let changes = resource.changes(&none, metadata.clone());
             if !changes.is_empty() {
-                self.push(RESOURCE_DELETED, Some(changes), Some(reference), None);
+                self.push(
+                    RESOURCE_DELETED,
+                    Some(changes),
+                    Some(reference.into()),
+                    None,
+                );
             }
         }
         for (key, resource) in new_map.iter() {
             if old_map.contains(key) {
                 continue;
             }
-            let reference = resource_ref(resource, "a created resource")?;
-            let changes = fields(&empty, resource);
+            let reference = resource.reference("a created resource")?;
+            let changes = none.changes(resource, metadata.clone());
             if !changes.is_empty() {
-                self.push(RESOURCE_CREATED, Some(changes), Some(reference), None);
+                self.push(
+                    RESOURCE_CREATED,
+                    Some(changes),
+                    Some(reference.into()),
+                    None,
+                );
             }
         }
         for (key, new_resource) in new_map.iter() {
             let Some(old_resource) = old_map.get(key) else {
                 continue;
             };
-            let reference = resource_ref(new_resource, "a resource of new_dataset_dict")?;
-            let data = changes_with(old_resource, new_resource, &["last_modified"], None);
+            let reference = new_resource.reference("a resource of new_dataset_dict")?;
+            let data = old_resource.changes(new_resource, LAST_MODIFIED..LAST_MODIFIED + 1);
             if !data.is_empty() {
                 self.push(
                     RESOURCE_DATA_CHANGED,
                     Some(data),
-                    Some(reference.clone()),
+                    Some(reference.into()),
                     None,
                 );
             }
-            let metadata = fields(old_resource, new_resource);
-            if !metadata.is_empty() {
+            let changes = old_resource.changes(new_resource, metadata.clone());
+            if !changes.is_empty() {
                 self.push(
                     RESOURCE_METADATA_CHANGED,
-                    Some(metadata),
-                    Some(reference.clone()),
+                    Some(changes),
+                    Some(reference.into()),
                     None,
                 );
             }
-            for sheet in resource_sheet_changes(old_resource, new_resource) {
+            let sheets = resource_sheet_changes(
+                old_resource.values[FS_CHECK_INFO],
+                new_resource.values[FS_CHECK_INFO],
+            );
+            for sheet in sheets {
                 self.push(
                     sheet.event_type,
                     sheet.changed_fields,
-                    Some(reference.clone()),
+                    Some(reference.into()),
                     Some(sheet.sheet_id),
                 );
             }
@@ -409,12 +454,98 @@ impl Detector {
     }
 }
 
-/// Sheet changes of a resource: when its `fs_check_info` (a JSON string list of checks) changed,
+/// The keys the detector reads from a resource: [`RESOURCE_FIELDS`], then `last_modified`
+/// (data changes), `fs_check_info` (sheet changes) and `id`.
+const RESOURCE_KEYS: [&str; RESOURCE_FIELDS.len() + 3] = {
+    let mut keys = [""; RESOURCE_FIELDS.len() + 3];
+    let mut i = 0;
+    while i < RESOURCE_FIELDS.len() {
+        keys[i] = RESOURCE_FIELDS[i];
+        i += 1;
+    }
+    keys[LAST_MODIFIED] = "last_modified";
+    keys[FS_CHECK_INFO] = "fs_check_info";
+    keys[ID] = "id";
+    keys
+};
+const LAST_MODIFIED: usize = RESOURCE_FIELDS.len();
+const FS_CHECK_INFO: usize = LAST_MODIFIED + 1;
+const ID: usize = LAST_MODIFIED + 2;
+/// `name`'s position in [`RESOURCE_FIELDS`].
+const NAME: usize = 0;
+const _: () = assert!(matches!(RESOURCE_FIELDS[NAME].as_bytes(), b"name"));
+
+/// A resource with the values of [`RESOURCE_KEYS`], found in one pass over its entries: the
+/// profile of varied pairs showed a resource's dozen hashed lookups (SipHash on every key) as a
+/// good part of the detector's time.
+struct ResourceView<'a> {
+    dict: &'a Map<String, Value>,
+    values: [Option<&'a Value>; MAX_PICKED],
+}
+
+impl<'a> ResourceView<'a> {
+    fn new(dict: &'a Map<String, Value>) -> Self {
+        ResourceView {
+            dict,
+            values: pick(dict, &RESOURCE_KEYS),
+        }
+    }
+
+    /// The value of `RESOURCE_KEYS[key]`, which the old service read with `resource[key]`.
+    fn required(
+        &self,
+        key: usize,
+        place: impl FnOnce() -> String,
+    ) -> Result<&'a Value, DetectError> {
+        self.values[key].ok_or_else(|| DetectError::MissingKey {
+            place: place(),
+            key: RESOURCE_KEYS[key],
+        })
+    }
+
+    /// The resource's name and id, checked present here (the old service raised without them)
+    /// but cloned only into events.
+    fn reference(&self, place: &str) -> Result<BorrowedRef<'a>, DetectError> {
+        Ok(BorrowedRef {
+            name: self.required(NAME, || place.to_string())?,
+            id: self.required(ID, || place.to_string())?,
+        })
+    }
+
+    /// The changes of `RESOURCE_KEYS[keys]` from this resource to `new`.
+    fn changes(&self, new: &ResourceView<'_>, keys: std::ops::Range<usize>) -> Vec<ChangedField> {
+        changes_of(
+            &RESOURCE_KEYS[keys.clone()],
+            (self.dict, &self.values[keys.clone()]),
+            (new.dict, &new.values[keys]),
+            None,
+        )
+    }
+}
+
+/// A resource's name and id, borrowed until an event needs them.
+#[derive(Clone, Copy)]
+struct BorrowedRef<'a> {
+    name: &'a Value,
+    id: &'a Value,
+}
+
+impl From<BorrowedRef<'_>> for ResourceRef {
+    fn from(r: BorrowedRef<'_>) -> Self {
+        ResourceRef {
+            name: r.name.clone(),
+            id: r.id.clone(),
+        }
+    }
+}
+
+/// Sheet changes of a resource, from its old and new `fs_check_info`: when it (a JSON string list
+/// of checks) changed,
 /// between its last two `success` items. Anything unreadable gives none (the old service logged
 /// and went on).
-fn resource_sheet_changes(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<SheetChange> {
-    let new_info = new.get("fs_check_info").unwrap_or(&Value::Null);
-    let old_info = old.get("fs_check_info").unwrap_or(&Value::Null);
+fn resource_sheet_changes(old_info: Option<&Value>, new_info: Option<&Value>) -> Vec<SheetChange> {
+    let new_info = new_info.unwrap_or(&Value::Null);
+    let old_info = old_info.unwrap_or(&Value::Null);
     if !truthy(new_info) || py_eq(new_info, old_info) {
         return Vec::new();
     }
@@ -440,13 +571,6 @@ fn resource_sheet_changes(old: &Map<String, Value>, new: &Map<String, Value>) ->
     }
 }
 
-fn resource_ref(resource: &Map<String, Value>, place: &str) -> Result<ResourceRef, DetectError> {
-    Ok(ResourceRef {
-        name: required(resource, "name", || place.to_string())?.clone(),
-        id: required(resource, "id", || place.to_string())?.clone(),
-    })
-}
-
 /// Scalar changes of `fields` between two dicts (Python's `_find_dict_changes`); `owners`
 /// replaces the dicts' `owner_org` values.
 fn changes_with(
@@ -455,8 +579,19 @@ fn changes_with(
     fields: &[&'static str],
     owners: Option<[&Value; 2]>,
 ) -> Vec<ChangedField> {
-    static NULL: Value = Value::Null;
     let (old_values, new_values) = (pick(old, fields), pick(new, fields));
+    changes_of(fields, (old, &old_values), (new, &new_values), owners)
+}
+
+/// [`changes_with`] on values already looked up: each side is a dict (for display values) and
+/// the values of `fields` in it, by position.
+fn changes_of(
+    fields: &[&'static str],
+    (old, old_values): (&Map<String, Value>, &[Option<&Value>]),
+    (new, new_values): (&Map<String, Value>, &[Option<&Value>]),
+    owners: Option<[&Value; 2]>,
+) -> Vec<ChangedField> {
+    static NULL: Value = Value::Null;
     let mut changes = Vec::new();
     for (i, &field) in fields.iter().enumerate() {
         let (old_raw, new_raw) = match (field, owners) {
@@ -466,10 +601,12 @@ fn changes_with(
                 new_values.get(i).copied().flatten().unwrap_or(&NULL),
             ),
         };
+        // Most tracked fields are unchanged, and the same JSON is the same value by Python's
+        // rules and in plain text: settled before anything is looked up or rendered.
+        if old_raw == new_raw {
+            continue;
+        }
         let (old_value, new_value) = if MARKDOWN_FIELDS.contains(&field) {
-            if old_raw == new_raw {
-                continue;
-            }
             let (o, n) = (plain_text(old_raw), plain_text(new_raw));
             if o == n {
                 continue;
@@ -504,7 +641,7 @@ const _: () = assert!(
     "DATASET_FIELDS outgrew MAX_PICKED: raise MAX_PICKED"
 );
 const _: () = assert!(
-    RESOURCE_FIELDS.len() <= MAX_PICKED,
+    RESOURCE_KEYS.len() <= MAX_PICKED,
     "RESOURCE_FIELDS outgrew MAX_PICKED: raise MAX_PICKED"
 );
 const _: () = assert!(
@@ -513,7 +650,7 @@ const _: () = assert!(
 );
 
 /// The values of `fields` in `dict`, by position. One pass over the dict's entries, comparing
-/// key lengths first, touches far less memory than a hashed lookup per field; short field lists
+/// key lengths and first bytes first, touches far less memory than a hashed lookup per field; short field lists
 /// are looked up directly.
 ///
 /// Panics when `fields` is longer than [`MAX_PICKED`]: the fields past it would otherwise be
@@ -534,7 +671,13 @@ fn pick<'a>(
         }
     } else {
         for (key, value) in dict {
-            if let Some(i) = fields.iter().position(|f| *f == key) {
+            // Length and first byte first: a full comparison (a `memcmp` call) for every field
+            // of the same length was the largest single cost in the profile of varied pairs.
+            let Some(&first) = key.as_bytes().first() else {
+                continue;
+            };
+            let matches = |f: &&str| f.len() == key.len() && f.as_bytes()[0] == first && *f == key;
+            if let Some(i) = fields.iter().position(matches) {
                 found[i] = Some(value);
             }
         }
@@ -578,8 +721,9 @@ fn named_items(
         key: &'static str,
         keep: &dyn Fn(&Map<String, Value>) -> bool,
     ) -> Result<KeyedList<'a, &'a Value>, DetectError> {
-        let mut entries = KeyedList::default();
-        for item in list_of(dict, field, place)? {
+        let list = list_of(dict, field, place)?;
+        let mut entries = KeyedList::with_capacity(list.len());
+        for item in list {
             let item = item.as_object().ok_or_else(|| DetectError::WrongShape {
                 place: format!("an item of {place}.{field}"),
                 expected: "an object",
@@ -587,7 +731,10 @@ fn named_items(
             if !keep(item) {
                 continue;
             }
-            let value = required(item, key, || format!("an item of {place}.{field}"))?;
+            let value = find(item, key).ok_or_else(|| DetectError::MissingKey {
+                place: format!("an item of {place}.{field}"),
+                key,
+            })?;
             entries.insert(key_of(value), value);
         }
         Ok(entries)
@@ -666,6 +813,16 @@ impl<T> Default for KeyedList<'_, T> {
 const SMALL_LIST: usize = 12;
 
 impl<'k, T> KeyedList<'k, T> {
+    /// Room for `items` entries, so building from a list of dozens of resources or groups does
+    /// not grow the vector step by step (its reallocations showed in the profile of varied
+    /// pairs).
+    fn with_capacity(items: usize) -> Self {
+        KeyedList {
+            order: Vec::with_capacity(items),
+            index: None,
+        }
+    }
+
     fn position(&self, key: &str) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(key).copied(),
@@ -697,7 +854,7 @@ impl<'k, T> KeyedList<'k, T> {
         items: &'k [S],
         key: impl Fn(usize, &'k S) -> Option<(Cow<'k, str>, T)>,
     ) -> Option<Self> {
-        let mut list = KeyedList::default();
+        let mut list = KeyedList::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let (k, v) = key(i, item)?;
             list.insert(k, v);
@@ -709,7 +866,7 @@ impl<'k, T> KeyedList<'k, T> {
         items: &'k [S],
         key: impl Fn(usize, &'k S) -> Result<(Cow<'k, str>, T), E>,
     ) -> Result<Self, E> {
-        let mut list = KeyedList::default();
+        let mut list = KeyedList::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let (k, v) = key(i, item)?;
             list.insert(k, v);
@@ -766,6 +923,13 @@ fn list_of<'a>(
             expected: "a list",
         }),
     }
+}
+
+/// `dict.get(key)` for the small dicts of CKAN's lists (a tag or a group has about six keys): a
+/// pass over the entries costs less than hashing the key (SipHash), which the profile of varied
+/// pairs showed for every tag and group.
+fn find<'a>(dict: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    dict.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 fn required<'a>(
