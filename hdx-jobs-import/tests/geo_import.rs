@@ -6,44 +6,17 @@
 //! process, worker, CKAN) is tested in hdx-jobs-cli/tests/geopreview.rs, where the `hdx-jobs` and
 //! `hdx-jobs-import` executables exist.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hdx_jobs::geo::config::GisDbConfig;
-use hdx_jobs::geo::import::{Fix, ImportReport, ImportRequest};
+use common::{gis_db, request};
+
+use hdx_jobs::geo::import::{Fix, ImportReport};
 use hdx_jobs::geo::{db, metadata, staging};
-use hdx_jobs::secret::Secret;
 use testkit::geo::sample_results::*;
 use testkit::TestPostgres;
-
-fn gis_db(pg: &TestPostgres) -> GisDbConfig {
-    GisDbConfig {
-        url: Some(Secret::new(pg.conn_string())),
-        host: String::new(),
-        port: 5432,
-        dbname: String::new(),
-        user: String::new(),
-        password: None,
-    }
-}
-
-fn request(pg: &TestPostgres, source: &Path, table: &str) -> ImportRequest {
-    ImportRequest {
-        source: source.to_path_buf(),
-        work_dir: source.parent().unwrap_or(Path::new("/tmp")).to_path_buf(),
-        archive: hdx_jobs::geo::archive::ArchiveLimits {
-            max_bytes: 1 << 30,
-            max_entries: 1000,
-        },
-        schema: "public".into(),
-        table: table.into(),
-        conninfo: gis_db(pg)
-            .libpq_conninfo()
-            .expect("conninfo")
-            .expose()
-            .to_string(),
-    }
-}
 
 fn run_import(pg: &TestPostgres, source: &Path, table: &str) -> ImportReport {
     let request = request(pg, source, table);

@@ -8,37 +8,17 @@
 //! natively, so that a native reader that always declines fails here; files with what the
 //! native reader does not reproduce must be declined (and then GDAL's table is what they get).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use hdx_jobs::geo::config::GisDbConfig;
-use hdx_jobs::geo::import::{Fix, ImportReport, ImportRequest, NativeGeojson};
-use hdx_jobs::secret::Secret;
+use common::request;
+
+use hdx_jobs::geo::import::{Fix, ImportReport, NativeGeojson};
 use testkit::TestPostgres;
 
 #[path = "../../benches/common/geojson_files.rs"]
 mod geojson_files;
-
-fn request(pg: &TestPostgres, source: &Path, table: &str) -> ImportRequest {
-    let db = GisDbConfig {
-        url: Some(Secret::new(pg.conn_string())),
-        host: String::new(),
-        port: 5432,
-        dbname: String::new(),
-        user: String::new(),
-        password: None,
-    };
-    ImportRequest {
-        source: source.to_path_buf(),
-        work_dir: source.parent().unwrap_or(Path::new("/tmp")).to_path_buf(),
-        archive: hdx_jobs::geo::archive::ArchiveLimits {
-            max_bytes: 1 << 30,
-            max_entries: 1000,
-        },
-        schema: "public".into(),
-        table: table.into(),
-        conninfo: db.libpq_conninfo().expect("conninfo").expose().to_string(),
-    }
-}
 
 /// Which path a file must take.
 #[derive(Debug, Clone, Copy)]

@@ -273,6 +273,15 @@ mod tests {
         Coord::Number(v)
     }
 
+    /// A polygon's coordinates, one ring (0 0, 1 0, 1 1, 0 y): closed when `last_y` is 0.
+    fn one_ring_polygon(last_y: f64) -> Vec<Coord> {
+        let mut coords = vec![arr(1), arr(4)];
+        for (x, y) in [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, last_y)] {
+            coords.extend([arr(2), num(x), num(y)]);
+        }
+        coords
+    }
+
     #[test]
     fn points_and_polygons_encode_as_postgis_prints_them() {
         let mut out = Vec::new();
@@ -282,22 +291,7 @@ mod tests {
             hex(&out),
             "0101000020E6100000000000000000F03F0000000000000040"
         );
-        let ring = [
-            arr(1),
-            arr(4),
-            arr(2),
-            num(0.0),
-            num(0.0),
-            arr(2),
-            num(1.0),
-            num(0.0),
-            arr(2),
-            num(1.0),
-            num(1.0),
-            arr(2),
-            num(0.0),
-            num(0.0),
-        ];
+        let ring = one_ring_polygon(0.0);
         encode_ewkb(GeometryKind::Polygon, &ring, &mut out).expect("polygon");
         assert_eq!(
             hex(&out),
@@ -318,22 +312,7 @@ mod tests {
         assert!(refused.is_err_and(|reason| reason.contains("3D")));
         assert!(encode_ewkb(GeometryKind::Point, &[arr(0)], &mut out).is_err());
         assert!(encode_ewkb(GeometryKind::MultiPoint, &[arr(0)], &mut out).is_err());
-        let open = [
-            arr(1),
-            arr(4),
-            arr(2),
-            num(0.0),
-            num(0.0),
-            arr(2),
-            num(1.0),
-            num(0.0),
-            arr(2),
-            num(1.0),
-            num(1.0),
-            arr(2),
-            num(0.0),
-            num(0.5),
-        ];
+        let open = one_ring_polygon(0.5);
         let refused = encode_ewkb(GeometryKind::Polygon, &open, &mut out);
         assert!(refused.is_err_and(|reason| reason.contains("close")));
         let short_line = [arr(1), arr(2), num(0.0), num(0.0)];
