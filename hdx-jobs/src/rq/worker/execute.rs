@@ -235,12 +235,6 @@ async fn dequeue(shared: &Shared, max: usize) -> RqResult<Dequeued> {
 /// recorded.
 fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePermit) {
     let job = Job::from_fields(started.id, started.fields);
-    // Decoded once, here: the span names the task, and the run needs the arguments.
-    let payload = job.payload();
-    let func_name = match &payload {
-        Ok(payload) => payload.func_name.clone(),
-        Err(_) => job.func_name().unwrap_or_default(),
-    };
     let origin = job.origin().unwrap_or_default();
     let timeout = job.timeout().unwrap_or(shared.options.default_timeout);
     let running = RunningJob {
@@ -256,16 +250,23 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
         map.insert(job.id.clone(), running);
         shared.running_count.send_replace(map.len());
     }
-    // Every line the run logs (the task's own too) carries the job, its queue and its task. At
-    // ERROR level so that the span is kept whatever the log level (`LOG_LEVEL=WARNING` would
-    // drop an INFO span and with it the fields of the warnings it contains).
-    let span = tracing::error_span!(
-        "job",
-        job_id = %job.id,
-        queue = %origin,
-        func = %func_name,
-    );
-    let run = async move {
+    tokio::spawn(async move {
+        // Decoded once, in the job's own task (not in the fetch loop, which a big payload would
+        // hold up): the span names the task, and the run needs the arguments.
+        let payload = job.payload();
+        let func_name = match &payload {
+            Ok(payload) => payload.func_name.clone(),
+            Err(_) => job.func_name().unwrap_or_default(),
+        };
+        // Every line the run logs (the task's own too) carries the job, its queue and its task.
+        // At ERROR level so that the span is kept whatever the log level (`LOG_LEVEL=WARNING`
+        // would drop an INFO span and with it the fields of the warnings it contains).
+        let span = tracing::error_span!(
+            "job",
+            job_id = %job.id,
+            queue = %origin,
+            func = %func_name,
+        );
         let run = JobRun {
             shared: shared.clone(),
             job,
@@ -275,14 +276,13 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
             cancel,
             reason,
         };
-        run.execute(payload).await;
+        run.execute(payload).instrument(span).await;
         if let Ok(mut map) = shared.running.lock() {
             map.remove(&run.job.id);
             shared.running_count.send_replace(map.len());
         }
         drop(permit);
-    };
-    tokio::spawn(run.instrument(span));
+    });
 }
 
 /// How a run ended.
