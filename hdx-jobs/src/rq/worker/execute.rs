@@ -246,10 +246,7 @@ fn spawn_job(shared: Arc<Shared>, started: StartedJob, permit: OwnedSemaphorePer
     };
     let cancel = running.cancel.clone();
     let reason = running.reason.clone();
-    if let Ok(mut map) = shared.running.lock() {
-        map.insert(job.id.clone(), running);
-        shared.running_count.send_replace(map.len());
-    }
+    shared.register(&job.id, running);
     tokio::spawn(async move {
         // Decoded once, in the job's own task (not in the fetch loop, which a big payload would
         // hold up): the span names the task, and the run needs the arguments.

@@ -67,11 +67,10 @@ fn handle(shared: &Shared, text: &str) {
             tracing::warn!(worker = %shared.name, jobs = n, "kill-horse command: killing running jobs");
         }
         Some(Command::StopJob { job_id }) => {
-            let n = shared.stop_jobs(StopReason::StopCommand, |id, _| id == job_id);
-            if n > 0 {
+            if shared.stop_job(&job_id) {
                 tracing::warn!(worker = %shared.name, job_id, "stop-job command: stopping the job");
             } else {
-                tracing::info!(worker = %shared.name, job_id, "stop-job command for a job this worker does not run");
+                tracing::info!(worker = %shared.name, job_id, "stop-job command for a job this worker does not run (yet): stopped if it starts here");
             }
         }
         None => tracing::debug!(worker = %shared.name, message = text, "ignoring unknown command"),

@@ -21,7 +21,7 @@ mod listen;
 mod successes;
 mod wait;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -182,6 +182,11 @@ pub(crate) enum StopReason {
     LeaseLost,
 }
 
+/// How many `stop-job` commands for jobs not yet registered are remembered: a command can only
+/// come early by the few milliseconds between the dequeue and the registration, so a handful
+/// would do; commands for jobs that never come here cannot grow the list past this.
+const EARLY_STOPS_KEPT: usize = 64;
+
 /// A job this process is running.
 pub(crate) struct RunningJob {
     pub(crate) execution_id: String,
@@ -209,6 +214,10 @@ pub(crate) struct Shared {
     pub(crate) options: WorkerOptions,
     pub(crate) name: String,
     pub(crate) running: Mutex<HashMap<String, RunningJob>>,
+    /// `stop-job` commands for jobs not (yet) in `running`: the dequeue script marks a job
+    /// started with this worker's name before the fetch loop registers it, and a stop sent in
+    /// between must not be lost (see [`Shared::stop_job`]). Locked only with `running` held.
+    pub(crate) early_stops: Mutex<VecDeque<String>>,
     pub(crate) running_count: watch::Sender<usize>,
     pub(crate) suspended: AtomicBool,
     pub(crate) succeeded: AtomicU64,
@@ -257,6 +266,42 @@ impl Shared {
             }
         }
         count
+    }
+
+    /// Stops the job `id` for a `stop-job` command; returns whether it runs here. A job that
+    /// does not run here yet is remembered (the last [`EARLY_STOPS_KEPT`] ids) and stopped as
+    /// soon as it is registered ([`Shared::register`]).
+    pub(crate) fn stop_job(&self, id: &str) -> bool {
+        let Ok(map) = self.running.lock() else {
+            return false;
+        };
+        if let Some(job) = map.get(id) {
+            job.stop(StopReason::StopCommand);
+            return true;
+        }
+        if let Ok(mut early) = self.early_stops.lock() {
+            if early.len() == EARLY_STOPS_KEPT {
+                early.pop_front();
+            }
+            early.push_back(id.to_string());
+        }
+        false
+    }
+
+    /// Registers a job as running here, stopping it at once if a `stop-job` command for it
+    /// came first.
+    pub(crate) fn register(&self, id: &str, job: RunningJob) {
+        let Ok(mut map) = self.running.lock() else {
+            return;
+        };
+        if let Ok(mut early) = self.early_stops.lock() {
+            if let Some(at) = early.iter().position(|stopped| stopped == id) {
+                early.remove(at);
+                job.stop(StopReason::StopCommand);
+            }
+        }
+        map.insert(id.to_string(), job);
+        self.running_count.send_replace(map.len());
     }
 
     /// The lease of a job with this timeout: RQ's forking-worker formula
@@ -311,6 +356,7 @@ impl Worker {
                 options,
                 name,
                 running: Mutex::new(HashMap::new()),
+                early_stops: Mutex::new(VecDeque::new()),
                 running_count: watch::channel(0).0,
                 suspended: AtomicBool::new(false),
                 succeeded: AtomicU64::new(0),
@@ -428,6 +474,52 @@ mod tests {
         assert_eq!(worker.shared.lease_secs(180), 90);
         assert_eq!(worker.shared.lease_secs(-1), 90);
         assert_eq!(worker.shared.lease_secs(10), 70);
+    }
+
+    fn running_job() -> RunningJob {
+        RunningJob {
+            execution_id: "e".into(),
+            origin: "default".into(),
+            lease_secs: 60,
+            cancel: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The dequeue script marks a job started (with this worker's name, where `rq` and our
+    /// `jobs::stop` send the command) a moment before the fetch loop registers it; a `stop-job`
+    /// in that moment was dropped and the job ran to its end (seen as a flaky
+    /// `stop_job_command_stops_only_that_job` on a loaded host).
+    #[test]
+    fn regression_a_stop_job_that_comes_before_the_registration_still_stops_the_job() {
+        let redis = RedisClient::open("redis://127.0.0.1:6379/15").expect("url");
+        let worker =
+            Worker::new(redis, TaskRegistry::new(), WorkerOptions::default()).expect("worker");
+        let shared = &worker.shared;
+        assert!(!shared.stop_job("early"), "not running yet");
+        let (early, other) = (running_job(), running_job());
+        let (early_cancel, other_cancel) = (early.cancel.clone(), other.cancel.clone());
+        shared.register("other", other);
+        shared.register("early", early);
+        assert!(early_cancel.is_cancelled());
+        assert!(
+            !other_cancel.is_cancelled(),
+            "only the job named is stopped"
+        );
+        // Remembered once: the same id started again later is not stopped.
+        shared.running.lock().expect("lock").clear();
+        let again = running_job();
+        let again_cancel = again.cancel.clone();
+        shared.register("early", again);
+        assert!(!again_cancel.is_cancelled());
+        // Commands for jobs that never come cannot grow the list without bound.
+        for i in 0..1000 {
+            shared.stop_job(&format!("never-{i}"));
+        }
+        assert_eq!(
+            shared.early_stops.lock().expect("lock").len(),
+            EARLY_STOPS_KEPT
+        );
     }
 
     #[test]
