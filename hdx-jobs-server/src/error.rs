@@ -156,16 +156,28 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// A JSON body that must be an object and must also decode as `T` (the endpoint's contract);
-/// the handler gets both: the typed view to read, the original object to enqueue unchanged.
+/// the handler gets both: the typed view to read, the body's text to enqueue unchanged.
 ///
-/// The body is parsed once, straight from its bytes, and `T` is read from that tree without
-/// copying it: the enqueue endpoints' cost is mostly this parse (a change-events body is tens
-/// of kilobytes).
+/// The body is never built as a `serde_json::Value`: `T` is read straight from the bytes (the
+/// endpoints' types skip the big parts with [`AnyObject`]), and the text goes on to
+/// `JobSpec::json_arg`, which writes it into the job's pickle as it parses it. Building,
+/// pickling and dropping the tree of a change-events body (tens of kilobytes) was most of the
+/// endpoint's cost.
+///
+/// Errors: a body that is not JSON is a 400; JSON that is not an object, or an object that is
+/// not a `T` (a field missing, of the wrong type, or given twice), a 422.
 pub struct CheckedJson<T> {
-    /// The body as it came.
-    pub raw: Value,
+    /// The body's text: one JSON object.
+    pub text: String,
     /// The typed view.
     pub typed: T,
+}
+
+impl<T> CheckedJson<T> {
+    /// The body as a JSON value, for a handler that enqueues it inside another value.
+    pub fn value(&self) -> Result<Value, ApiError> {
+        serde_json::from_str(&self.text).map_err(ApiError::internal)
+    }
 }
 
 impl<S, T> FromRequest<S> for CheckedJson<T>
@@ -180,28 +192,38 @@ where
             return Err(unsupported_media_type());
         }
         let bytes = Bytes::from_request(req, state).await?;
-        let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let not_json = |e: serde_json::Error| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 format!("400 Bad Request: Failed to parse the request body as JSON: {e}"),
             )
-        })?;
-        if !raw.is_object() {
+        };
+        // A syntax error anywhere is a 400, even after a field that is wrong for `T`.
+        let check_syntax = || serde_json::from_slice::<IgnoredAny>(&bytes).map_err(not_json);
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            check_syntax()?;
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "BadRequest",
                 "422 Unprocessable Entity: the body must be a JSON object",
             ));
         }
-        let typed = T::deserialize(&raw).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "BadRequest",
-                format!("422 Unprocessable Entity: {e}"),
-            )
-        })?;
-        Ok(CheckedJson { raw, typed })
+        let typed = match serde_json::from_slice::<T>(&bytes) {
+            Ok(typed) => typed,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                check_syntax()?;
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "BadRequest",
+                    format!("422 Unprocessable Entity: {e}"),
+                ));
+            }
+            Err(e) => return Err(not_json(e)),
+        };
+        // Valid JSON, so valid UTF-8 (serde_json checks strings, and all else is ASCII).
+        let text = String::from_utf8(bytes.into()).map_err(ApiError::internal)?;
+        Ok(CheckedJson { text, typed })
     }
 }
 

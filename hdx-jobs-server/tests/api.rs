@@ -275,6 +275,62 @@ fn change_events_honour_events_api_enabled() {
     );
 }
 
+/// The enqueue endpoints write the request body into the job's pickle as they parse it, never
+/// as a tree: Python RQ (2.x and 1.13) must read back the body `json.loads` would give, and
+/// the description it would have written itself.
+#[test]
+fn python_rq_reads_a_passed_on_body_as_json_loads_reads_it() {
+    let server = TestServer::start(&[("EVENTS_API_ENABLED", "true")]);
+    let sample = |name: &str| -> serde_json::Value {
+        let path = testkit::sample(&format!("ckan/{name}"));
+        serde_json::from_slice(&std::fs::read(path).expect("sample")).expect("sample JSON")
+    };
+    let pair = json!({
+        "username": "it's \"me\" \u{e9} \u{1f600}",
+        "old_dataset_dict": sample("dataset_old.json"),
+        "new_dataset_dict": sample("dataset_new.json"),
+    });
+    let edges = json!({
+        "username": "u",
+        "old_dataset_dict": null,
+        "new_dataset_dict": {
+            "numbers": [0, -1, 255, 256, 65535, 65536, -2147483649_i64, i64::MAX, u64::MAX,
+                        1.5, -0.25, 1e300, 5e-324],
+            "long": (0..1001).collect::<Vec<u32>>(),
+            "single": [[{}], {"k": []}],
+            "text": "tab\t newline\n control\u{1} quote' backslash\\",
+        },
+    });
+    let bodies = [pair, edges];
+    for body in &bodies {
+        let (status, answer) = server.post_json("/api/create-change-events", body);
+        assert_eq!((status, answer), (200, json!({"state": "success"})));
+    }
+    let (status, _) = server.post_raw(
+        "/api/send-analytics",
+        Some("application/json"),
+        br#"  {"event_name": "x", "event_name": "y", "n": 1}"#,
+    );
+    assert_eq!(status, 422, "a field given twice is refused");
+    let ids = server.queued("event_q");
+    assert_eq!(ids.len(), bodies.len());
+    let url = server.redis.url();
+    for (id, body) in ids.iter().zip(&bodies) {
+        let rq2 = testkit::rq_peer_json(url, &["call", id]);
+        let rq113: serde_json::Value =
+            serde_json::from_str(&testkit::rq113_peer(url, &["call", id])).expect("JSON");
+        for call in [rq2, rq113] {
+            assert_eq!(
+                call["func_name"],
+                "eventapi.tasks.detect_changes.detect_changes"
+            );
+            assert_eq!(call["args"], json!([body]));
+            assert_eq!(call["kwargs"], json!({}));
+            assert_eq!(call["description"], call["call_string"], "{call}");
+        }
+    }
+}
+
 #[test]
 fn file_structure_check_enqueues_the_old_dict() {
     let server = TestServer::start(&[("HDX_FS_CHECK_RESOURCE_REVISE", "revise_action")]);

@@ -5,6 +5,8 @@ usage: rq_peer.py REDIS_URL COMMAND [options]
   enqueue --func F [--args JSON] [--kwargs JSON] [--serializer pickle|json] [--queue Q]
           [--timeout N] [--retry N] [--interval S,...] [--id ID] [--in S]   -> prints the job id
   fetch ID [--serializer pickle|json]      -> prints {status, return_value, exc_string, meta, ...}
+  call ID                                  -> prints {func_name, args, kwargs, description,
+                                              call_string} (call_string: rq recomputes it)
   work QUEUE... [--serializer pickle|json] -> runs a SimpleWorker in burst mode
   workers                                  -> prints the workers Python sees
   clean QUEUE...                           -> rq's own registry maintenance (clean_registries),
@@ -72,6 +74,9 @@ def main():
     fetch.add_argument("id")
     fetch.add_argument("--serializer", default=DEFAULT_SERIALIZER, choices=SERIALIZERS)
 
+    call = sub.add_parser("call")
+    call.add_argument("id")
+
     work = sub.add_parser("work")
     work.add_argument("queues", nargs="+")
     work.add_argument("--serializer", default=DEFAULT_SERIALIZER, choices=SERIALIZERS)
@@ -124,6 +129,15 @@ def main():
             "func_name": job.func_name,
             "worker_name": job.worker_name,
         }, default=str))
+    elif opts.command == "call":
+        job = Job.fetch(opts.id, connection=redis)
+        print(json.dumps({
+            "func_name": job.func_name,
+            "args": list(job.args),
+            "kwargs": job.kwargs,
+            "description": job.description,
+            "call_string": job.get_call_string(),
+        }))
     elif opts.command == "work":
         cls = Worker if opts.forking else SimpleWorker
         worker = cls(opts.queues, connection=redis, serializer=SERIALIZERS[opts.serializer])

@@ -15,23 +15,17 @@ use crate::error::{
 };
 use crate::AppState;
 
-/// Enqueues one job with the old call shape: one positional argument, the dict. Every job gets
+/// Enqueues one job with the old call shape: one positional argument, the dict (`spec` holds
+/// it, as a value or as the request body's JSON text). Every job gets
 /// RQ retries (the old API gave none): each task fails as retryable only when something outside
 /// is down (CKAN, the stream Redis, Mixpanel, the HXL proxy), and each is safe to run again
 /// (geopreview imports into a staging table and swaps it in, file-structure checks post the same
 /// result again, events are pushed once per job, Mixpanel deduplicates by `$insert_id`).
-async fn enqueue(
-    state: &AppState,
-    queue: &str,
-    func: &str,
-    dict: Value,
-) -> Result<String, ApiError> {
+async fn enqueue(state: &AppState, queue: &str, spec: JobSpec) -> Result<String, ApiError> {
     let handle = Queue::new(state.redis().clone(), queue)
         .map_err(ApiError::internal)?
         .with_default_timeout(state.config().core.job_timeout);
-    let spec = JobSpec::new(func)
-        .args(vec![dict])
-        .retry(Retry::new(3).intervals(vec![10, 60, 300]));
+    let spec = spec.retry(Retry::new(3).intervals(vec![10, 60, 300]));
     handle.enqueue(spec).await.map_err(ApiError::internal)
 }
 
@@ -123,7 +117,13 @@ pub async fn add_layer(
         "verify_ckan_ssl": ckan.verify_ssl,
         "hdx_user_agent": ckan.user_agent,
     });
-    match enqueue(&state, wire::GEO_QUEUE, wire::CREATE_PREVIEW, dict).await {
+    match enqueue(
+        &state,
+        wire::GEO_QUEUE,
+        JobSpec::new(wire::CREATE_PREVIEW).arg(dict),
+    )
+    .await
+    {
         Ok(_) => Json(processing),
         Err(e) => Json(failure(e.body.message, "ConnectionError")),
     }
@@ -187,7 +187,8 @@ pub async fn send_analytics(
             "422 Unprocessable Entity: Missing event name",
         ));
     }
-    enqueue(&state, wire::ANALYTICS_QUEUE, wire::SEND_EVENT, body.raw).await?;
+    let spec = JobSpec::new(wire::SEND_EVENT).json_arg(body.text);
+    enqueue(&state, wire::ANALYTICS_QUEUE, spec).await?;
     Ok(Json(SuccessResponse { success: true }))
 }
 
@@ -237,7 +238,8 @@ pub async fn create_change_events(
             message: None,
         });
     }
-    match enqueue(&state, wire::EVENT_QUEUE, wire::DETECT_CHANGES, body.raw).await {
+    let spec = JobSpec::new(wire::DETECT_CHANGES).json_arg(body.text);
+    match enqueue(&state, wire::EVENT_QUEUE, spec).await {
         Ok(_) => Json(StateResponse {
             state: "success".into(),
             message: None,
@@ -317,6 +319,11 @@ pub async fn file_structure_check(
         "hdx_user_agent": ckan.user_agent,
         "fs_check_info": body.typed.fs_check_info,
     });
-    enqueue(&state, wire::FS_CHECK_QUEUE, wire::FS_CHECK, dict).await?;
+    enqueue(
+        &state,
+        wire::FS_CHECK_QUEUE,
+        JobSpec::new(wire::FS_CHECK).arg(dict),
+    )
+    .await?;
     Ok(Json(SuccessResponse { success: true }))
 }

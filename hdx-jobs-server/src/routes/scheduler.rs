@@ -85,13 +85,17 @@ pub async fn add_job(
     if !seconds.is_finite() || seconds.abs() > 3650.0 * 86400.0 {
         return failure("the delay is out of range".into());
     }
+    let task_args = match body.value() {
+        Ok(value) => value,
+        Err(e) => return failure(e.body.message),
+    };
     let config = state.config();
     let ckan = &config.core.ckan;
     let dict = json!({
         "timedelta": seconds,
         "verify_ckan_ssl": ckan.verify_ssl,
         "ckan_api_base_url": ckan.api_base_url,
-        "task_args": body.raw,
+        "task_args": task_args,
         "hdx_user_agent": ckan.user_agent,
     });
     let queue = match Queue::new(state.redis().clone(), wire::SCHEDULER_QUEUE) {

@@ -19,6 +19,7 @@ pub mod payload;
 pub(crate) mod pickle;
 pub mod queue;
 pub mod registry;
+pub(crate) mod repr;
 pub mod results;
 pub mod scheduler;
 mod scripts;

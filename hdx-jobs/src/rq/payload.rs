@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::pickle;
+use super::repr::truncated_repr;
 use crate::python_json;
 
 /// Default cap of a decompressed payload, meta or result: 64 MiB.
@@ -128,7 +129,14 @@ pub struct CallPayload {
 impl CallPayload {
     /// Encodes the call as a job's `data` field (see [`encode_call`]).
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
-        encode_call(&self.func_name, &self.args, &self.kwargs, self.serializer)
+        let (data, _) = encode_call(
+            &self.func_name,
+            &self.args,
+            &[],
+            &self.kwargs,
+            self.serializer,
+        )?;
+        Ok(data)
     }
 
     /// Decodes a job's `data` field, detecting the serializer.
@@ -196,41 +204,67 @@ impl CallPayload {
     /// RQ's default description: a Python-style call string, each argument's repr cut to 75
     /// characters, keyword arguments sorted. E.g. `mod.func({'import_id': 42}, k='v')`.
     pub fn description(&self) -> String {
-        call_description(&self.func_name, &self.args, &self.kwargs)
+        call_description(&self.func_name, &self.args, &[], &self.kwargs)
     }
 }
 
 /// A job's `data` field for a call: the serialized 4-tuple `(func_name, None, args, kwargs)`,
 /// zlib-compressed when it is longer than [`UNCOMPRESSED_MAX`]. Takes the parts by reference:
-/// an enqueue does not copy its arguments.
+/// an enqueue does not copy its arguments. The positional arguments are `args`, then
+/// `json_args` (each the text of one JSON value, written into a pickle as it is parsed: see
+/// `JobSpec::json_arg`); the second part of the answer is the cut repr of each JSON argument,
+/// for [`call_description`].
 pub fn encode_call(
     func_name: &str,
     args: &[Value],
+    json_args: &[String],
     kwargs: &Map<String, Value>,
     serializer: Serializer,
-) -> Result<Vec<u8>, PayloadError> {
-    let bytes = match serializer {
-        Serializer::Json => to_python_json(&Value::Array(vec![
-            Value::String(func_name.to_string()),
-            Value::Null,
-            Value::Array(args.to_vec()),
-            Value::Object(kwargs.clone()),
-        ])),
+) -> Result<(Vec<u8>, Vec<String>), PayloadError> {
+    let (bytes, json_reprs) = match serializer {
+        Serializer::Json => {
+            let mut all = args.to_vec();
+            for text in json_args {
+                all.push(
+                    serde_json::from_str(text)
+                        .map_err(|e| PayloadError::Encode(format!("argument is not JSON: {e}")))?,
+                );
+            }
+            let json_reprs = all[args.len()..].iter().map(truncated_repr).collect();
+            let call = Value::Array(vec![
+                Value::String(func_name.to_string()),
+                Value::Null,
+                Value::Array(all),
+                Value::Object(kwargs.clone()),
+            ]);
+            (to_python_json(&call), json_reprs)
+        }
         // A list where Python writes a tuple: RQ unpacks either.
-        Serializer::Pickle => pickle::encode_call(func_name, args, kwargs)
-            .map_err(|e| PayloadError::Encode(e.to_string()))?,
+        Serializer::Pickle => {
+            let call = pickle::encode_call(func_name, args, json_args, kwargs)
+                .map_err(|e| PayloadError::Encode(e.to_string()))?;
+            (call.pickle, call.json_reprs)
+        }
     };
-    Ok(if bytes.len() <= UNCOMPRESSED_MAX {
+    let data = if bytes.len() <= UNCOMPRESSED_MAX {
         bytes
     } else {
         zlib_compress(&bytes)
-    })
+    };
+    Ok((data, json_reprs))
 }
 
 /// RQ's description of a call: `func(repr(arg), key=repr(value))`, each repr cut at 75
-/// characters, keyword arguments sorted.
-pub fn call_description(func_name: &str, args: &[Value], kwargs: &Map<String, Value>) -> String {
+/// characters, keyword arguments sorted. `json_reprs` are the cut reprs of the positional
+/// arguments that follow `args` (given as JSON text: [`encode_call`] makes them).
+pub fn call_description(
+    func_name: &str,
+    args: &[Value],
+    json_reprs: &[String],
+    kwargs: &Map<String, Value>,
+) -> String {
     let mut parts: Vec<String> = args.iter().map(truncated_repr).collect();
+    parts.extend(json_reprs.iter().cloned());
     let mut keys: Vec<&String> = kwargs.keys().collect();
     keys.sort();
     for k in keys {
@@ -367,112 +401,6 @@ pub fn to_python_json(value: &Value) -> Vec<u8> {
     python_json::dumps(value).into_bytes()
 }
 
-/// Characters of an argument's repr that a description keeps (RQ's cut).
-const DESCRIPTION_REPR_CHARS: usize = 75;
-
-/// Python's `repr` of a JSON value, cut like RQ's description (75 characters + `...`). Only the
-/// beginning is written: a repr stops growing once it holds enough bytes for 76 characters (4
-/// bytes each at most), so a big argument costs no more than a small one.
-fn truncated_repr(value: &Value) -> String {
-    let mut repr = String::new();
-    write_repr(&mut repr, value, 4 * (DESCRIPTION_REPR_CHARS + 1));
-    match repr.char_indices().nth(DESCRIPTION_REPR_CHARS) {
-        Some((cut, _)) => format!("{}...", &repr[..cut]),
-        None => repr,
-    }
-}
-
-/// Python's `repr` of a JSON value: `{'a': 1}`, `'text'`, `True`, `None`, `[1, 2]`.
-pub fn python_repr(value: &Value) -> String {
-    let mut out = String::new();
-    write_repr(&mut out, value, usize::MAX);
-    out
-}
-
-/// Appends the repr of `value` to `out`, stopping (mid-way) once `out` holds `stop` bytes.
-fn write_repr(out: &mut String, value: &Value, stop: usize) {
-    if out.len() >= stop {
-        return;
-    }
-    match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => out.push_str(&python_json::number(n)),
-        Value::String(s) => write_str_repr(out, s, stop),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if out.len() >= stop {
-                    return;
-                }
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(out, item, stop);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if out.len() >= stop {
-                    return;
-                }
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str_repr(out, k, stop);
-                out.push_str(": ");
-                write_repr(out, v, stop);
-            }
-            out.push('}');
-        }
-    }
-}
-
-#[cfg(test)]
-fn python_str_repr(s: &str) -> String {
-    let mut out = String::new();
-    write_str_repr(&mut out, s, usize::MAX);
-    out
-}
-
-/// Appends Python's repr of a string, stopping once `out` holds `stop` bytes.
-fn write_str_repr(out: &mut String, s: &str, stop: usize) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    // Runs of characters that need no escape are copied whole (descriptions are long).
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape: Option<std::borrow::Cow<'static, str>> = match c {
-            '\\' => Some("\\\\".into()),
-            '\n' => Some("\\n".into()),
-            '\r' => Some("\\r".into()),
-            '\t' => Some("\\t".into()),
-            c if c == quote => Some(if c == '\'' { "\\'" } else { "\\\"" }.into()),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                Some(format!("\\x{:02x}", c as u32).into())
-            }
-            _ => None,
-        };
-        if let Some(escape) = escape {
-            out.push_str(&s[start..i]);
-            out.push_str(&escape);
-            start = i + c.len_utf8();
-            if out.len() >= stop {
-                return;
-            }
-        }
-    }
-    out.push_str(&s[start..]);
-    out.push(quote);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,52 +417,15 @@ mod tests {
     const FUNC: &str = "importapi.tasks.create_preview.create_preview_task";
 
     #[test]
-    fn strings_are_quoted_as_python_s_repr_quotes_them() {
-        // Expected values printed by Python 3.11's repr().
-        for (text, repr) in [
-            ("it's", r#""it's""#),
-            ("a'b\"c", r#"'a\'b"c'"#),
-            ("tab\tend\n", r"'tab\tend\n'"),
-            ("\u{1}\u{7f}", r"'\x01\x7f'"),
-            ("é ünï", "'é ünï'"),
-            ("back\\slash", r"'back\\slash'"),
-            ("", "''"),
-        ] {
-            assert_eq!(python_str_repr(text), repr, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn a_description_cut_early_equals_the_whole_repr_cut() {
-        let cut = |text: String| -> String {
-            if text.chars().count() > 75 {
-                format!("{}...", text.chars().take(75).collect::<String>())
-            } else {
-                text
-            }
-        };
-        let values = [
-            json!({"name": "é".repeat(200), "tags": [{"a": "it's"}, null, true, 1.5]}),
-            json!(["\u{1}\t'\"".repeat(40), {"k": "ünï"}]),
-            json!({"short": 1}),
-            json!("x".repeat(74)),
-            json!("x".repeat(75)),
-            json!("x".repeat(76)),
-            json!("日本語".repeat(100)),
-        ];
-        for value in values {
-            assert_eq!(truncated_repr(&value), cut(python_repr(&value)), "{value}");
-        }
-    }
-
-    #[test]
     fn pickled_calls_from_borrowed_parts_equal_the_whole_value_pickled() {
         let args = vec![json!({"a": [1, 2, {"b": null}]}), json!("x")];
         let mut kwargs = Map::new();
         kwargs.insert("k".into(), json!([true, 2.5]));
         let whole = json!(["f.g", null, args.clone(), kwargs.clone()]);
         assert_eq!(
-            pickle::encode_call("f.g", &args, &kwargs).expect("call"),
+            pickle::encode_call("f.g", &args, &[], &kwargs)
+                .expect("call")
+                .pickle,
             pickle::encode(&whole).expect("value")
         );
     }

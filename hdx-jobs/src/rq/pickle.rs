@@ -34,6 +34,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
+use super::repr::ReprHead;
+
+mod json;
+
 /// Bounds on what [`decode`] builds from one pickle. A pickle over any of them is an error that
 /// names the limit and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +75,9 @@ pub enum PickleError {
     /// The value nests deeper than [`Limits::max_depth`], or contains itself.
     #[error("pickle nests deeper than {0} levels")]
     TooDeep(usize),
+    /// A JSON argument to write is not one JSON value.
+    #[error("argument is not JSON: {0}")]
+    Json(String),
     /// The value expands to more than [`Limits::max_nodes`] values.
     #[error("pickle expands to more than {0} values")]
     TooManyValues(usize),
@@ -212,33 +219,76 @@ pub fn leading_string(bytes: &[u8]) -> Option<String> {
 /// lists. Fails only on a value nested deeper than the default [`Limits::max_depth`], which
 /// [`decode`] would not read back.
 pub fn encode(value: &Value) -> Result<Vec<u8>, PickleError> {
-    write_pickle(&[], vec![Write::Value(value, 0)])
+    let mut out = vec![op::PROTO, 4];
+    write_values(&mut out, vec![Write::Value(value, 0)])?;
+    out.push(op::STOP);
+    Ok(out)
+}
+
+/// A job's call as [`encode_call`] writes it.
+#[derive(Debug)]
+pub struct EncodedCall {
+    /// The pickle.
+    pub pickle: Vec<u8>,
+    /// The beginning of the repr of each JSON argument (see [`ReprHead`]), for the job's
+    /// description: those arguments are never parsed into values that could give it later.
+    pub json_reprs: Vec<String>,
 }
 
 /// [`encode`] of RQ's call `(func_name, None, args, kwargs)` (as a list: RQ unpacks either),
 /// from borrowed parts: a job's arguments are written without being copied into one value.
+/// The positional arguments are `args`, then `json_args`, each the text of one JSON value
+/// written straight into the pickle without being parsed into a `Value` first
+/// ([`json::write_json`]); text that is not JSON is an error.
 pub fn encode_call(
     func_name: &str,
     args: &[Value],
+    json_args: &[String],
     kwargs: &Map<String, Value>,
-) -> Result<Vec<u8>, PickleError> {
-    // Last first, as on the task stack.
-    let tasks = vec![
-        Write::Opcode(op::APPENDS),
-        Write::Map(kwargs, 1),
-        Write::List(args, 1),
-        Write::Opcode(op::NONE),
-        Write::Key(func_name),
-        Write::Opcode(op::MARK),
-    ];
-    write_pickle(&[op::EMPTY_LIST], tasks)
+) -> Result<EncodedCall, PickleError> {
+    let max_depth = Limits::default().max_depth;
+    let mut out = vec![op::PROTO, 4, op::EMPTY_LIST, op::MARK];
+    write_text(&mut out, func_name);
+    out.push(op::NONE);
+    // The positional arguments: a list at level 1 (the call is level 0), its items at level 2.
+    out.push(op::EMPTY_LIST);
+    let count = args.len() + json_args.len();
+    let mut json_reprs = Vec::with_capacity(json_args.len());
+    for start in (0..count).step_by(BATCH_SIZE) {
+        let end = count.min(start + BATCH_SIZE);
+        let marked = end - start > 1;
+        if marked {
+            out.push(op::MARK);
+        }
+        for index in start..end {
+            match args.get(index) {
+                Some(value) => write_values(&mut out, vec![Write::Value(value, 2)])?,
+                None => {
+                    let mut repr = ReprHead::default();
+                    json::write_json(
+                        &mut out,
+                        &json_args[index - args.len()],
+                        2,
+                        max_depth,
+                        &mut repr,
+                    )?;
+                    json_reprs.push(repr.finish());
+                }
+            }
+        }
+        out.push(if marked { op::APPENDS } else { op::APPEND });
+    }
+    write_values(&mut out, vec![Write::Map(kwargs, 1)])?;
+    out.extend([op::APPENDS, op::STOP]);
+    Ok(EncodedCall {
+        pickle: out,
+        json_reprs,
+    })
 }
 
-/// Writes the protocol header, `prefix`, then the tasks (last first), then STOP.
-fn write_pickle(prefix: &[u8], mut tasks: Vec<Write<'_>>) -> Result<Vec<u8>, PickleError> {
+/// Appends the values of `tasks` (last first) to `out`.
+fn write_values(out: &mut Vec<u8>, mut tasks: Vec<Write<'_>>) -> Result<(), PickleError> {
     let max_depth = Limits::default().max_depth;
-    let mut out = vec![op::PROTO, 4];
-    out.extend_from_slice(prefix);
     // Values carry the level of the container holding them.
     while let Some(task) = tasks.pop() {
         let (items, map, level) = match task {
@@ -247,7 +297,7 @@ fn write_pickle(prefix: &[u8], mut tasks: Vec<Write<'_>>) -> Result<Vec<u8>, Pic
                 continue;
             }
             Write::Key(key) => {
-                write_text(&mut out, key);
+                write_text(out, key);
                 continue;
             }
             Write::Value(value, level) => match value {
@@ -264,17 +314,16 @@ fn write_pickle(prefix: &[u8], mut tasks: Vec<Write<'_>>) -> Result<Vec<u8>, Pic
                     continue;
                 }
                 Value::Number(number) => {
-                    write_number(&mut out, number);
+                    write_number(out, number);
                     continue;
                 }
                 Value::String(text) => {
-                    write_text(&mut out, text);
+                    write_text(out, text);
                     continue;
                 }
                 Value::Array(items) => (Some(items.as_slice()), None, level),
                 Value::Object(map) => (None, Some(map), level),
             },
-            Write::List(items, level) => (Some(items), None, level),
             Write::Map(map, level) => (None, Some(map), level),
         };
         let level = level + 1;
@@ -305,8 +354,7 @@ fn write_pickle(prefix: &[u8], mut tasks: Vec<Write<'_>>) -> Result<Vec<u8>, Pic
             );
         }
     }
-    out.push(op::STOP);
-    Ok(out)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1826,8 +1874,6 @@ fn open_json(
 enum Write<'a> {
     /// A value, and the level of the container holding it (0 at the root).
     Value(&'a Value, usize),
-    /// A list of values not held in one [`Value`] (a call's arguments), and its level.
-    List(&'a [Value], usize),
     /// A dict not held in one [`Value`] (a call's keyword arguments), and its level.
     Map(&'a Map<String, Value>, usize),
     Key(&'a str),
