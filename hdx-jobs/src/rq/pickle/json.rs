@@ -92,15 +92,67 @@ impl Writer<'_> {
             self.repr(&python_json::number(&number));
         }
     }
+}
 
-    /// Writes the opcode that ends a batch of `len` items whose MARK is at `mark`: a batch of
-    /// one loses its MARK and adds its item with `one` (APPEND, SETITEM), as Python writes it.
-    fn end_batch(&mut self, len: usize, mark: usize, [one, many]: [u8; 2]) {
+/// A container's items, written in Python's batches: MARK, up to [`BATCH_SIZE`] items, then
+/// APPENDS (SETITEMS); a batch of one item loses its MARK and ends with APPEND (SETITEM).
+/// Whether another item follows is known only once it is read, so a batch's MARK is written
+/// where its first item would start, and taken back if none does.
+struct Batches {
+    /// Items written.
+    len: usize,
+    /// Offset of the current batch's MARK.
+    mark: usize,
+    /// Where the item being read starts.
+    at: usize,
+    /// The opcodes that end a batch of one item and of several.
+    ends: [u8; 2],
+}
+
+impl Batches {
+    fn new(ends: [u8; 2]) -> Self {
+        Batches {
+            len: 0,
+            mark: 0,
+            at: 0,
+            ends,
+        }
+    }
+
+    /// Before reading what may be another item: a new batch's MARK, the repr's separator.
+    fn before_item(&mut self, writer: &mut Writer) {
+        self.at = writer.out.len();
+        if self.len.is_multiple_of(BATCH_SIZE) {
+            self.mark = self.at;
+            writer.out.push(op::MARK);
+        }
+        writer.separator = (self.len > 0).then_some(", ");
+    }
+
+    /// After an item was written: ends a full batch.
+    fn after_item(&mut self, writer: &mut Writer) {
+        self.len += 1;
+        if self.len.is_multiple_of(BATCH_SIZE) {
+            self.end_batch(writer, BATCH_SIZE);
+        }
+    }
+
+    /// No item followed: takes back what [`Batches::before_item`] wrote, ends the last batch.
+    fn end(self, writer: &mut Writer) {
+        writer.out.truncate(self.at);
+        writer.separator = None;
+        if !self.len.is_multiple_of(BATCH_SIZE) {
+            self.end_batch(writer, self.len % BATCH_SIZE);
+        }
+    }
+
+    fn end_batch(&self, writer: &mut Writer, len: usize) {
+        let [one, many] = self.ends;
         if len == 1 {
-            self.unmarked.push(mark);
-            self.out.push(one);
+            writer.unmarked.push(self.mark);
+            writer.out.push(one);
         } else {
-            self.out.push(many);
+            writer.out.push(many);
         }
     }
 }
@@ -197,32 +249,18 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let writer = self.writer;
         writer.out.push(op::EMPTY_LIST);
         writer.repr("[");
-        let (mut len, mut mark) = (0, 0);
+        let mut batches = Batches::new([op::APPEND, op::APPENDS]);
         loop {
-            // Whether another item follows is known only once it is read, so a batch's MARK is
-            // written before its first item would start, and taken back if none does.
-            let at = writer.out.len();
-            if len % BATCH_SIZE == 0 {
-                mark = at;
-                writer.out.push(op::MARK);
-            }
-            writer.separator = (len > 0).then_some(", ");
-            let seed = ValueSeed {
+            batches.before_item(writer);
+            let item = ValueSeed {
                 writer: &mut *writer,
                 level,
             };
-            if items.next_element_seed(seed)?.is_none() {
-                writer.out.truncate(at);
-                writer.separator = None;
-                if len % BATCH_SIZE != 0 {
-                    writer.end_batch(len % BATCH_SIZE, mark, [op::APPEND, op::APPENDS]);
-                }
+            if items.next_element_seed(item)?.is_none() {
+                batches.end(writer);
                 break;
             }
-            len += 1;
-            if len % BATCH_SIZE == 0 {
-                writer.end_batch(BATCH_SIZE, mark, [op::APPEND, op::APPENDS]);
-            }
+            batches.after_item(writer);
         }
         writer.repr("]");
         Ok(())
@@ -233,23 +271,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let writer = self.writer;
         writer.out.push(op::EMPTY_DICT);
         writer.repr("{");
-        let (mut len, mut mark) = (0, 0);
+        let mut batches = Batches::new([op::SETITEM, op::SETITEMS]);
         loop {
-            let at = writer.out.len();
-            if len % BATCH_SIZE == 0 {
-                mark = at;
-                writer.out.push(op::MARK);
-            }
-            writer.separator = (len > 0).then_some(", ");
+            batches.before_item(writer);
             let key = KeySeed {
                 writer: &mut *writer,
             };
             if entries.next_key_seed(key)?.is_none() {
-                writer.out.truncate(at);
-                writer.separator = None;
-                if len % BATCH_SIZE != 0 {
-                    writer.end_batch(len % BATCH_SIZE, mark, [op::SETITEM, op::SETITEMS]);
-                }
+                batches.end(writer);
                 break;
             }
             writer.separator = Some(": ");
@@ -257,10 +286,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                 writer: &mut *writer,
                 level,
             })?;
-            len += 1;
-            if len % BATCH_SIZE == 0 {
-                writer.end_batch(BATCH_SIZE, mark, [op::SETITEM, op::SETITEMS]);
-            }
+            batches.after_item(writer);
         }
         writer.repr("}");
         Ok(())
