@@ -24,28 +24,65 @@ pub fn plain_text(value: &Value) -> String {
 /// Markdown to plain text: rendered, tags removed, `"` as `&quot;`, whitespace runs collapsed to
 /// one space, trimmed.
 pub fn markdown_to_plain(markdown: &str) -> String {
-    let text = strip_tags(&render(markdown.trim()));
+    collapse_whitespace(&strip_tags(&render(markdown.trim())))
+}
+
+/// `text` with `\r` dropped wherever it is, every run of other whitespace (Unicode's, as
+/// `char::is_whitespace`) as one space, trimmed, and `"` as `&quot;`. Runs of other characters
+/// are copied whole and only non-ASCII characters are decoded: a few KB of notes made a char by
+/// char loop a visible cost.
+fn collapse_whitespace(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    // Word by word rather than char by char (a few KB of notes made the char loop a visible
-    // cost): words are split at whitespace, `\r` is dropped wherever it is.
-    for word in text.split(|c: char| c.is_whitespace() && c != '\r') {
-        let mut pieces = word.split('\r').filter(|p| !p.is_empty()).peekable();
-        if pieces.peek().is_none() {
+    // Whitespace came since the last character written: a space before the next one.
+    let mut gap = false;
+    // Start of the run of ordinary characters not yet copied.
+    let mut run = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (width, ordinary, space) = match bytes[i] {
+            b'\r' | b'"' => (1, false, false),
+            b if b.is_ascii() => (1, !is_ascii_space(b), is_ascii_space(b)),
+            _ => {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                (c.len_utf8(), !c.is_whitespace(), c.is_whitespace())
+            }
+        };
+        if ordinary {
+            if run == i && gap {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                gap = false;
+            }
+            i += width;
+            // The rest of a word of plain ASCII, in a tight loop.
+            while i < bytes.len() && matches!(bytes[i], b'!'..=b'~') && bytes[i] != b'"' {
+                i += 1;
+            }
             continue;
         }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        for piece in pieces {
-            for (i, part) in piece.split('"').enumerate() {
-                if i > 0 {
-                    out.push_str("&quot;");
-                }
-                out.push_str(part);
+        out.push_str(&text[run..i]);
+        if space {
+            gap = true;
+        } else if bytes[i] == b'"' {
+            if gap && !out.is_empty() {
+                out.push(' ');
             }
+            gap = false;
+            out.push_str("&quot;");
         }
+        i += width;
+        run = i;
     }
+    out.push_str(&text[run..]);
     out
+}
+
+/// ASCII whitespace as `char::is_whitespace` has it (tab, line feed, vertical tab, form feed,
+/// carriage return, space); the caller treats `\r` apart.
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
 }
 
 /// The HTML text content a renderer would write: text escaped as HTML body text, raw HTML kept
@@ -86,7 +123,8 @@ fn is_inline(tag: &TagEnd) -> bool {
 /// copied whole.
 fn escape_body(out: &mut String, text: &str) {
     let mut rest = text;
-    while let Some(at) = rest.find(['&', '<', '>']) {
+    // Bytes rather than chars: the three are ASCII, never part of a longer UTF-8 sequence.
+    while let Some(at) = rest.bytes().position(|b| matches!(b, b'&' | b'<' | b'>')) {
         out.push_str(&rest[..at]);
         out.push_str(match rest.as_bytes()[at] {
             b'&' => "&amp;",
@@ -187,6 +225,56 @@ mod tests {
         assert_eq!(plain_text(&json!("")), "");
         assert_eq!(plain_text(&json!("  \n ")), "");
         assert_eq!(plain_text(&json!(12)), "12");
+    }
+
+    /// The collapsing as it was written first (word by word), against which the byte loop is
+    /// checked.
+    fn collapse_by_words(text: &str) -> String {
+        let mut out = String::new();
+        for word in text.split(|c: char| c.is_whitespace() && c != '\r') {
+            let word: String = word.chars().filter(|c| *c != '\r').collect();
+            if word.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&word.replace('"', "&quot;"));
+        }
+        out
+    }
+
+    #[test]
+    fn collapses_whitespace_like_the_word_loop() {
+        for text in [
+            "",
+            " ",
+            "\r",
+            "a",
+            " a ",
+            "a\rb",
+            "a \r b",
+            "\r a\r \"b\" \r",
+            "\"",
+            " \" ",
+            "x\u{a0}y\u{2003}z\u{85}w\u{3000}v\u{1c}u\u{200b}t",
+            "é \t\n\u{b}\u{c} ü\r\n\r\n",
+        ] {
+            assert_eq!(
+                collapse_whitespace(text),
+                collapse_by_words(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn collapses_any_text_like_the_word_loop(
+            text in "[a \\t\\r\\n\"é\u{a0}\u{85}\u{2003}\u{3000}\u{b}\u{c}\u{1c}]{0,40}"
+        ) {
+            proptest::prop_assert_eq!(collapse_whitespace(&text), collapse_by_words(&text));
+        }
     }
 
     #[test]
