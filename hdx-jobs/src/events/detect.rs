@@ -381,10 +381,7 @@ impl Detector<'_> {
         let old_map = by_id(old_list, "old_dataset_dict")?;
         let new_map = by_id(new_list, "new_dataset_dict")?;
         let empty = Map::new();
-        let none = ResourceView {
-            dict: &empty,
-            values: [None; RESOURCE_KEYS.len()],
-        };
+        let none = ResourceView::new(&empty);
         let metadata = 0..RESOURCE_FIELDS.len();
 
         for (key, resource) in old_map.iter() {
@@ -527,23 +524,24 @@ const fn index_of(list: &[&str], name: &str) -> usize {
     panic!("not in the list")
 }
 
-/// A dataset dict with the values of [`DATASET_KEYS`], found in one pass over its entries
-/// ([`pick_into`]; a dataset has about fifty) that the tracked fields needed anyway: the hashed
-/// lookups of the other keys (SipHash of the key, then the index table and the entry, cache
-/// misses on a cold dict) were a tenth of the detector's time in the profile of varied pairs.
-struct DatasetView<'a> {
+/// A dict with the values of a fixed list of keys (`keys[i]`'s value at `values[i]`), found in
+/// one pass over its entries ([`pick_into`]): hashed lookups (SipHash of the key, then the
+/// index table and the entry, cache misses on a cold dict) of a dataset's and each resource's
+/// dozen keys were a good part of the detector's time in the profile of varied pairs.
+struct Picked<'a, const N: usize> {
     dict: &'a Map<String, Value>,
-    values: [Option<&'a Value>; DATASET_KEYS.len()],
+    keys: &'static [&'static str; N],
+    values: [Option<&'a Value>; N],
 }
 
-impl<'a> DatasetView<'a> {
-    fn new(dict: &'a Map<String, Value>) -> Self {
-        let mut values = [None; DATASET_KEYS.len()];
-        pick_into(dict, &DATASET_KEYS, &mut values);
-        DatasetView { dict, values }
+impl<'a, const N: usize> Picked<'a, N> {
+    fn pick(dict: &'a Map<String, Value>, keys: &'static [&'static str; N]) -> Self {
+        let mut values = [None; N];
+        pick_into(dict, keys, &mut values);
+        Picked { dict, keys, values }
     }
 
-    /// The value of `DATASET_KEYS[key]`, which the old service read with `dict[key]`.
+    /// The value of `keys[key]`, which the old service read with `dict[key]`.
     fn required(
         &self,
         key: usize,
@@ -551,8 +549,17 @@ impl<'a> DatasetView<'a> {
     ) -> Result<&'a Value, DetectError> {
         self.values[key].ok_or_else(|| DetectError::MissingKey {
             place: place(),
-            key: DATASET_KEYS[key],
+            key: self.keys[key],
         })
+    }
+}
+
+/// A dataset dict with the values of [`DATASET_KEYS`].
+type DatasetView<'a> = Picked<'a, { DATASET_KEYS.len() }>;
+
+impl<'a> DatasetView<'a> {
+    fn new(dict: &'a Map<String, Value>) -> Self {
+        Picked::pick(dict, &DATASET_KEYS)
     }
 
     /// The items of the list `DATASET_KEYS[key]` (none when missing or `null`).
@@ -582,31 +589,12 @@ const ID: usize = LAST_MODIFIED + 2;
 const NAME: usize = 0;
 const _: () = assert!(matches!(RESOURCE_FIELDS[NAME].as_bytes(), b"name"));
 
-/// A resource with the values of [`RESOURCE_KEYS`], found in one pass over its entries
-/// ([`pick_into`]): the profile of varied pairs showed a resource's dozen hashed lookups (SipHash
-/// on every key) as a good part of the detector's time.
-struct ResourceView<'a> {
-    dict: &'a Map<String, Value>,
-    values: [Option<&'a Value>; RESOURCE_KEYS.len()],
-}
+/// A resource with the values of [`RESOURCE_KEYS`].
+type ResourceView<'a> = Picked<'a, { RESOURCE_KEYS.len() }>;
 
 impl<'a> ResourceView<'a> {
     fn new(dict: &'a Map<String, Value>) -> Self {
-        let mut values = [None; RESOURCE_KEYS.len()];
-        pick_into(dict, &RESOURCE_KEYS, &mut values);
-        ResourceView { dict, values }
-    }
-
-    /// The value of `RESOURCE_KEYS[key]`, which the old service read with `resource[key]`.
-    fn required(
-        &self,
-        key: usize,
-        place: impl FnOnce() -> String,
-    ) -> Result<&'a Value, DetectError> {
-        self.values[key].ok_or_else(|| DetectError::MissingKey {
-            place: place(),
-            key: RESOURCE_KEYS[key],
-        })
+        Picked::pick(dict, &RESOURCE_KEYS)
     }
 
     /// The resource's name and id, checked present here (the old service raised without them)
